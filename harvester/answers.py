@@ -1,0 +1,194 @@
+"""Validation of time_window answers, from raw bytes to buckets keyed by item.
+
+Everything the API sends is checked here before anything can reach the tables.
+The API's known quirks are normalised: a single object where an array was
+expected, zero buckets left out of `results`, an extra bucket past the window,
+`last` sent as a string, and rows out of order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from harvester.buckets import SECONDS_PER_HOUR, Unit, Window, day_index
+from harvester.errors import InvalidAnswerError
+
+
+@dataclass
+class BatchAnswer:
+    """Validated series of one request: bucket totals per item, failures per item."""
+
+    totals: dict[str, dict[int, int]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def parse_batch(body: bytes, ids: list[str], unit: Unit, window: Window) -> BatchAnswer:
+    """Parse a multi-id time_window body for `ids` over `window`.
+
+    Raises InvalidAnswerError when the body is not JSON, has the wrong shape or
+    contradicts the request. Ids missing from the answer are reported as
+    `not_returned`, never as zero.
+    """
+    document = decode(body)
+    elements = document if isinstance(document, list) else [document]
+    answer = BatchAnswer()
+    wanted = set(ids)
+    for element in elements:
+        read_element(element, wanted, unit, window, answer)
+    for item_id in ids:
+        if item_id not in answer.totals and item_id not in answer.failed:
+            answer.failed[item_id] = "not_returned"
+    return answer
+
+
+def decode(body: bytes) -> Any:
+    if not body:
+        raise InvalidAnswerError("empty body in a 200 answer")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidAnswerError(f"body is not valid JSON: {error}") from None
+
+
+def read_element(
+    element: object, wanted: set[str], unit: Unit, window: Window, answer: BatchAnswer
+) -> None:
+    if not isinstance(element, dict):
+        raise InvalidAnswerError(f"series entry is not an object: {element!r:.80}")
+    item_id = element.get("item_id")
+    if not isinstance(item_id, str) or item_id not in wanted:
+        raise InvalidAnswerError(
+            f"answer names item {item_id!r}, which was not requested"
+        )
+    if item_id in answer.totals or item_id in answer.failed:
+        raise InvalidAnswerError(f"answer repeats item {item_id!r}")
+    if "results" not in element and ("error" in element or "status" in element):
+        answer.failed[item_id] = error_reason(element)
+        return
+    answer.totals[item_id] = read_series(element, item_id, unit, window)
+
+
+def error_reason(element: dict[str, Any]) -> str:
+    reason = element.get("error") or element.get("status") or "error"
+    return f"api_error:{reason}"
+
+
+def read_series(
+    element: dict[str, Any], item_id: str, unit: Unit, window: Window
+) -> dict[int, int]:
+    """Return the totals of every bucket of `window` that the answer covers."""
+    check_unit(element, item_id, unit)
+    check_last(element, item_id)
+    answered_first, answered_end = answer_window(element, item_id, unit)
+    results = element.get("results")
+    if not isinstance(results, list):
+        raise InvalidAnswerError(f"series of {item_id} has no results list")
+
+    reported = read_results(results, item_id, unit, answered_first, answered_end)
+    check_total(element, item_id, sum(reported.values()))
+
+    first = max(window.first, answered_first)
+    end = min(window.end, answered_end)
+    return {index: reported.get(index, 0) for index in range(first, end)}
+
+
+def check_unit(element: dict[str, Any], item_id: str, unit: Unit) -> None:
+    if element.get("unit") != unit.value:
+        raise InvalidAnswerError(
+            f"series of {item_id} has unit {element.get('unit')!r}, requested {unit}"
+        )
+
+
+def check_last(element: dict[str, Any], item_id: str) -> None:
+    last = element.get("last")
+    if isinstance(last, str) and last.isdigit():
+        return
+    if isinstance(last, bool) or not isinstance(last, int) or last < 0:
+        raise InvalidAnswerError(f"series of {item_id} has invalid last {last!r}")
+
+
+def check_total(element: dict[str, Any], item_id: str, summed: int) -> None:
+    total = element.get("total")
+    if not is_count(total):
+        raise InvalidAnswerError(f"series of {item_id} has invalid total {total!r}")
+    if total != summed:
+        raise InvalidAnswerError(
+            f"series of {item_id} has total {total} but its results add up to {summed}"
+        )
+
+
+def answer_window(element: dict[str, Any], item_id: str, unit: Unit) -> tuple[int, int]:
+    """Return the first and one-past-last bucket of the answer's own window."""
+    first = label_index(element.get("date_from"), unit, item_id)
+    end = label_index(element.get("date_to"), unit, item_id)
+    if end < first:
+        raise InvalidAnswerError(f"series of {item_id} has date_to before date_from")
+    return first, end
+
+
+def read_results(
+    results: list[Any], item_id: str, unit: Unit, first: int, end: int
+) -> dict[int, int]:
+    """Map bucket index to total; buckets may come sparse and in any order.
+
+    Some answers also carry the bucket labelled `date_to`, so both ends of the
+    answer's window are accepted; the caller keeps only the requested window.
+    """
+    reported: dict[int, int] = {}
+    for row in results:
+        if not isinstance(row, dict):
+            raise InvalidAnswerError(f"result row of {item_id} is not an object")
+        index = label_index(row.get("date"), unit, item_id)
+        total = row.get("total")
+        if not is_count(total):
+            raise InvalidAnswerError(
+                f"result of {item_id} at {row.get('date')} has invalid total {total!r}"
+            )
+        if not first <= index <= end:
+            raise InvalidAnswerError(
+                f"result of {item_id} at {row.get('date')} lies outside the "
+                "answer's window"
+            )
+        if index in reported:
+            raise InvalidAnswerError(f"result of {item_id} repeats {row.get('date')}")
+        reported[index] = int(total)  # type: ignore[arg-type]  # checked by is_count
+    return reported
+
+
+def is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def label_index(label: object, unit: Unit, item_id: str) -> int:
+    if not isinstance(label, str):
+        raise InvalidAnswerError(f"series of {item_id} has invalid date {label!r}")
+    try:
+        return parse_label(label, unit)
+    except ValueError as error:
+        raise InvalidAnswerError(
+            f"series of {item_id} has invalid date {label!r}: {error}"
+        ) from None
+
+
+@lru_cache(maxsize=65536)
+def parse_label(label: str, unit: Unit) -> int:
+    """Return the bucket index of a label; raises ValueError for a bad one.
+
+    Hour labels must fall on a whole hour. Day labels count by the calendar date
+    as written: `2026-12-01T04:00:00Z` and `2026-12-01T00:00:00Z` are both
+    1 December, because the API labels local midnight either way.
+    """
+    instant = datetime.fromisoformat(label)
+    if unit is Unit.DAY:
+        return day_index(instant.date())
+    if instant.tzinfo is None:
+        raise ValueError("an hour label needs an offset")
+    seconds = int(instant.astimezone(UTC).timestamp())
+    if seconds % SECONDS_PER_HOUR or instant.microsecond:
+        raise ValueError("an hour label must fall on a whole hour")
+    return seconds // SECONDS_PER_HOUR

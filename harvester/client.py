@@ -1,0 +1,203 @@
+"""The API client: one GET per call, with aiohttp errors translated at this boundary."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from harvester.buckets import Unit, Window
+from harvester.config import ApiSettings
+from harvester.errors import (
+    AuthError,
+    BatchTooLargeError,
+    RateLimitedError,
+    RejectedRequestError,
+    RetryableApiError,
+    WindowTooLargeError,
+)
+from harvester.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+HTML_TITLE_PATTERN = re.compile(rb"<title>([^<]{1,100})</title>", re.I)
+MAX_IDS_PATTERN = re.compile(r"maximum amount of items to query is (\d+)", re.I)
+MAX_LAST_PATTERN = re.compile(r"\blast\b.*\bmaximum\b\D*(\d+)", re.I)
+# A 403 from the API's policy layer is how some endpoints report an expired token.
+POLICY_AGENT_MARKERS = ("PolicyAgent", "PA_UNAUTHORIZED_RESULT_FROM_POLICIES")
+
+
+@dataclass
+class RequestCounters:
+    """Requests sent and statuses seen during a run."""
+
+    requests: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    timeouts: int = 0
+
+
+class ApiClient:
+    """Sends time_window requests under the shared rate limit and concurrency bound."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: ApiSettings,
+        limiter: RateLimiter,
+    ) -> None:
+        self._session = session
+        self._settings = settings
+        self._limiter = limiter
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.counters = RequestCounters()
+
+    def series_path(self, metric: str, ids: list[str]) -> str:
+        if self._settings.multi_id_form == "prefixed":
+            return f"/items/{ids[0]}/contacts/{metric}/time_window"
+        return f"/items/contacts/{metric}/time_window"
+
+    async def fetch_series(
+        self, metric: str, unit: Unit, ids: list[str], window: Window, ending: str
+    ) -> bytes:
+        """GET the series of `ids` for `window` and return the raw 200 body."""
+        path = self.series_path(metric, ids)
+        params = {
+            "ids": ",".join(ids),
+            "last": str(window.size),
+            "unit": unit.value,
+            "ending": ending,
+        }
+        return await self.get(path, params)
+
+    async def get(self, path: str, params: dict[str, str]) -> bytes:
+        async with self._slots:
+            await self._limiter.acquire()
+            self.counters.requests += 1
+            return await self._send(path, params)
+
+    async def _send(self, path: str, params: dict[str, str]) -> bytes:
+        url = self._settings.base_url + path
+        timeout = aiohttp.ClientTimeout(total=self._settings.timeout_s)
+        try:
+            async with self._session.get(
+                url, params=params, headers=self._headers(), timeout=timeout
+            ) as response:
+                body = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except TimeoutError:
+            self.counters.timeouts += 1
+            raise RetryableApiError(
+                f"timed out after {self._settings.timeout_s}s", path=path
+            ) from None
+        except aiohttp.ClientError as error:
+            raise RetryableApiError(
+                f"connection failed: {type(error).__name__}: {error}", path=path
+            ) from error
+        if status == 200:
+            return body
+        raise self._status_error(status, body, path, retry_after)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self._settings.access_token:
+            headers["Authorization"] = f"Bearer {self._settings.access_token}"
+        return headers
+
+    def _status_error(
+        self, status: int, body: bytes, path: str, retry_after: str | None
+    ) -> Exception:
+        message = error_message(body)
+        if status == 429:
+            self.counters.rate_limited += 1
+            seconds = parse_retry_after(retry_after)
+            if seconds is not None:
+                self._limiter.pause(seconds)
+            return RateLimitedError(
+                f"rate limited (429): {message}", path=path, retry_after_s=seconds
+            )
+        if status >= 500:
+            self.counters.server_errors += 1
+            return RetryableApiError(
+                f"server error {status}: {message}", status=status, path=path
+            )
+        if status == 401 or (status == 403 and is_policy_block(body)):
+            return AuthError(
+                f"the API rejected the access token ({status}: {message}): "
+                "set a valid token in [api] access_token or HARVESTER_ACCESS_TOKEN",
+                status=status,
+                path=path,
+            )
+        too_large = MAX_IDS_PATTERN.search(message)
+        if status == 400 and too_large:
+            return BatchTooLargeError(
+                f"batch too large: {message}",
+                path=path,
+                max_ids=int(too_large.group(1)),
+            )
+        too_long = MAX_LAST_PATTERN.search(message)
+        if status == 400 and too_long:
+            return WindowTooLargeError(
+                f"window too large: {message}",
+                path=path,
+                max_last=int(too_long.group(1)),
+            )
+        if status in (400, 403, 404):
+            return RejectedRequestError(
+                f"rejected ({status}): {message}",
+                status=status,
+                path=path,
+                reason=f"http_{status}:{error_code(body)}",
+            )
+        return RetryableApiError(
+            f"unexpected status {status}: {message}", status=status, path=path
+        )
+
+
+def decode_error(body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def error_message(body: bytes) -> str:
+    """Return the error's own words from any of the API's error envelopes."""
+    document = decode_error(body)
+    for key in ("message", "error", "code", "status"):
+        if document.get(key):
+            return str(document[key])[:200]
+    if not body:
+        return "empty body"
+    title = HTML_TITLE_PATTERN.search(body)
+    if title:
+        return f"HTML page {title.group(1).decode('utf-8', 'replace')!r}"
+    return f"non-JSON body of {len(body)} bytes"
+
+
+def error_code(body: bytes) -> str:
+    document = decode_error(body)
+    return str(document.get("error") or document.get("code") or "unknown")
+
+
+def is_policy_block(body: bytes) -> bool:
+    text = body.decode("utf-8", "replace")
+    return any(marker in text for marker in POLICY_AGENT_MARKERS)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Return Retry-After in seconds; HTTP dates and junk count as absent."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(seconds, 0.0)

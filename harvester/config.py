@@ -1,0 +1,345 @@
+"""Settings: the TOML config file, environment overrides and their validation."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta, timezone, tzinfo
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from harvester.buckets import METRICS, Unit
+from harvester.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("harvester.toml")
+ITEM_ID_PATTERN = re.compile(r"^[A-Z]{3}\d{1,15}$")
+FIXED_OFFSET_PATTERN = re.compile(r"^UTC([+-])(\d{2}):(\d{2})$")
+ENV_OVERRIDES = {
+    "HARVESTER_API_URL": ("api", "base_url"),
+    "HARVESTER_ACCESS_TOKEN": ("api", "access_token"),
+    "HARVESTER_DATABASE_URL": ("database", "url"),
+}
+
+
+def mask_url(url: str) -> str:
+    """Return a database URL with its password replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    base_url: str = "http://127.0.0.1:8080"
+    access_token: str = field(default="", repr=False)
+    rate_per_s: float = 5.0
+    concurrency: int = 8
+    batch_size: int = 50
+    max_last: int = 720
+    timeout_s: float = 30.0
+    attempts: int = 6
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    multi_id_form: str = "plain"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = field(default="", repr=False)
+    embedded_dir: Path = Path(".harvester/pgdata")
+    pool_size: int = 4
+
+    def __repr__(self) -> str:
+        return (
+            f"DatabaseSettings(url={mask_url(self.url)!r}, "
+            f"embedded_dir={str(self.embedded_dir)!r}, pool_size={self.pool_size})"
+        )
+
+
+@dataclass(frozen=True)
+class HarvestSettings:
+    metrics: tuple[str, ...] = METRICS
+    units: tuple[Unit, ...] = (Unit.HOUR, Unit.DAY)
+    lookback_days: int = 3
+    reread_hours: int = 48
+    settle_hours: int = 48
+    time_zone: str = "UTC"
+
+    @property
+    def zone(self) -> tzinfo:
+        return parse_time_zone(self.time_zone)
+
+    @property
+    def settle_delay(self) -> timedelta:
+        return timedelta(hours=self.settle_hours)
+
+
+@dataclass(frozen=True)
+class Settings:
+    api: ApiSettings = ApiSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    item_ids: tuple[str, ...] = ()
+    harvest: HarvestSettings = HarvestSettings()
+
+
+def parse_time_zone(name: str) -> tzinfo:
+    """Parse an IANA zone name (`America/Caracas`) or a fixed offset (`UTC-04:00`)."""
+    if name == "UTC":
+        return UTC
+    fixed = FIXED_OFFSET_PATTERN.match(name)
+    if fixed:
+        sign = -1 if fixed.group(1) == "-" else 1
+        offset = timedelta(hours=int(fixed.group(2)), minutes=int(fixed.group(3)))
+        return timezone(sign * offset)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"unknown time zone {name!r} in [harvest] time_zone: use an IANA name "
+            "such as 'America/Argentina/Buenos_Aires' or an offset such as 'UTC-03:00'"
+        ) from None
+
+
+def load_settings(
+    path: Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Read the config file, apply environment overrides and validate everything."""
+    env = dict(os.environ if environ is None else environ)
+    config_path = path or Path(env.get("HARVESTER_CONFIG", DEFAULT_CONFIG_PATH))
+    document = read_toml(config_path)
+    apply_env_overrides(document, env)
+    return build_settings(document, config_path.parent)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(path)!r} not found: pass --config PATH or copy "
+            "config.example.toml to harvester.toml"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid TOML: {error}"
+        ) from None
+
+
+def apply_env_overrides(document: dict[str, Any], env: dict[str, str]) -> None:
+    for variable, (section, key) in ENV_OVERRIDES.items():
+        if variable in env:
+            document.setdefault(section, {})[key] = env[variable]
+
+
+def build_settings(document: dict[str, Any], base_dir: Path) -> Settings:
+    reject_unknown(document, "", {"api", "database", "items", "harvest"})
+    return Settings(
+        api=build_api(section(document, "api")),
+        database=build_database(section(document, "database"), base_dir),
+        item_ids=build_item_ids(section(document, "items"), base_dir),
+        harvest=build_harvest(section(document, "harvest")),
+    )
+
+
+def section(document: dict[str, Any], name: str) -> dict[str, Any]:
+    value = document.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table of keys, not {value!r}")
+    return value
+
+
+def reject_unknown(table: dict[str, Any], name: str, known: set[str]) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        where = f"[{name}]" if name else "the top level"
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in {where} of the config: "
+            f"expected one of {', '.join(sorted(known))}"
+        )
+
+
+def build_api(table: dict[str, Any]) -> ApiSettings:
+    defaults = ApiSettings()
+    reject_unknown(table, "api", set(defaults.__dataclass_fields__))
+    base_url = str(table.get("base_url", defaults.base_url)).rstrip("/")
+    if urlsplit(base_url).scheme not in ("http", "https"):
+        raise ConfigError(
+            f"[api] base_url {base_url!r} is not an http(s) URL: "
+            "set it to the API's address, for example http://127.0.0.1:8080"
+        )
+    form = str(table.get("multi_id_form", defaults.multi_id_form))
+    if form not in ("plain", "prefixed"):
+        raise ConfigError(
+            f"[api] multi_id_form {form!r} is invalid: use 'plain' or 'prefixed'"
+        )
+    return ApiSettings(
+        base_url=base_url,
+        access_token=str(table.get("access_token", "")),
+        rate_per_s=positive(table, "api", "rate_per_s", defaults.rate_per_s),
+        concurrency=positive_int(table, "api", "concurrency", defaults.concurrency),
+        batch_size=positive_int(table, "api", "batch_size", defaults.batch_size),
+        max_last=positive_int(table, "api", "max_last", defaults.max_last),
+        timeout_s=positive(table, "api", "timeout_s", defaults.timeout_s),
+        attempts=positive_int(table, "api", "attempts", defaults.attempts),
+        backoff_initial_s=positive(
+            table, "api", "backoff_initial_s", defaults.backoff_initial_s
+        ),
+        backoff_max_s=positive(table, "api", "backoff_max_s", defaults.backoff_max_s),
+        multi_id_form=form,
+    )
+
+
+def build_database(table: dict[str, Any], base_dir: Path) -> DatabaseSettings:
+    defaults = DatabaseSettings()
+    reject_unknown(table, "database", set(defaults.__dataclass_fields__))
+    embedded_dir = Path(str(table.get("embedded_dir", defaults.embedded_dir)))
+    if not embedded_dir.is_absolute():
+        embedded_dir = base_dir / embedded_dir
+    url = str(table.get("url", ""))
+    if url and urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"[database] url {mask_url(url)!r} is not a PostgreSQL URL: "
+            "use postgresql://user@host:port/dbname, or leave it empty for the "
+            "embedded server"
+        )
+    return DatabaseSettings(
+        url=url,
+        embedded_dir=embedded_dir,
+        pool_size=positive_int(table, "database", "pool_size", defaults.pool_size),
+    )
+
+
+def build_item_ids(table: dict[str, Any], base_dir: Path) -> tuple[str, ...]:
+    reject_unknown(table, "items", {"ids", "file"})
+    inline = table.get("ids", [])
+    if not isinstance(inline, list):
+        raise ConfigError("[items] ids must be a list of item ids, e.g. ['MLA1234']")
+    entries = [
+        (str(value), f"[items] ids entry {n}") for n, value in enumerate(inline, 1)
+    ]
+    if table.get("file"):
+        entries += read_ids_file(resolve(base_dir, str(table["file"])))
+    return validate_item_ids(entries)
+
+
+def resolve(base_dir: Path, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else base_dir / path
+
+
+def read_ids_file(path: Path) -> list[tuple[str, str]]:
+    """Read one item id per line; blank lines and `#` comments are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"cannot read the item ids file {str(path)!r} set in [items] file: {error}"
+        ) from None
+    entries = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            entries.append((text, f"{path}:{number}"))
+    return entries
+
+
+def validate_item_ids(entries: list[tuple[str, str]]) -> tuple[str, ...]:
+    seen: dict[str, str] = {}
+    for item_id, where in entries:
+        if not ITEM_ID_PATTERN.match(item_id):
+            raise ConfigError(
+                f"invalid item id {item_id!r} at {where}: an item id is a "
+                "three-letter site code and digits, e.g. MLA510272257"
+            )
+        if item_id in seen:
+            raise ConfigError(
+                f"duplicate item id {item_id!r} at {where}, first at {seen[item_id]}: "
+                "remove one of them"
+            )
+        seen[item_id] = where
+    return tuple(seen)
+
+
+def build_harvest(table: dict[str, Any]) -> HarvestSettings:
+    defaults = HarvestSettings()
+    reject_unknown(table, "harvest", set(defaults.__dataclass_fields__))
+    settings = HarvestSettings(
+        metrics=parse_metrics(table.get("metrics", list(defaults.metrics))),
+        units=parse_units(table.get("units", [str(u) for u in defaults.units])),
+        lookback_days=positive_int(table, "harvest", "lookback_days", 3),
+        reread_hours=non_negative_int(table, "harvest", "reread_hours", 48),
+        settle_hours=non_negative_int(table, "harvest", "settle_hours", 48),
+        time_zone=str(table.get("time_zone", defaults.time_zone)),
+    )
+    parse_time_zone(settings.time_zone)
+    return settings
+
+
+def parse_metrics(values: object) -> tuple[str, ...]:
+    names = string_list(values, "[harvest] metrics")
+    for name in names:
+        if name not in METRICS:
+            raise ConfigError(f"unknown metric {name!r}: use {' or '.join(METRICS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_units(values: object) -> tuple[Unit, ...]:
+    names = string_list(values, "[harvest] units")
+    units = []
+    for name in names:
+        try:
+            units.append(Unit(name))
+        except ValueError:
+            raise ConfigError(f"unknown unit {name!r}: use hour or day") from None
+    return tuple(dict.fromkeys(units))
+
+
+def string_list(values: object, where: str) -> list[str]:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where} must be a non-empty list, not {values!r}")
+    return [str(value) for value in values]
+
+
+def positive(table: dict[str, Any], name: str, key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, str):
+        value = number_from_text(value, name, key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"[{name}] {key} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def positive_int(table: dict[str, Any], name: str, key: str, default: int) -> int:
+    value = non_negative_int(table, name, key, default)
+    if value == 0:
+        raise ConfigError(f"[{name}] {key} must be a positive whole number, not 0")
+    return value
+
+
+def non_negative_int(table: dict[str, Any], name: str, key: str, default: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"[{name}] {key} must be a whole number of at least 0, not {value!r}"
+        )
+    return value
+
+
+def number_from_text(text: str, name: str, key: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"[{name}] {key} must be a number, not {text!r}") from None

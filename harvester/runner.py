@@ -1,0 +1,209 @@
+"""Running a plan: streams fetched concurrently, each window written as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from harvester.answers import BatchAnswer
+from harvester.buckets import Window, settled_before
+from harvester.client import ApiClient
+from harvester.config import Settings
+from harvester.errors import RetryableApiError, WindowTooLargeError
+from harvester.fetch import BatchFetcher
+from harvester.planner import Stream, batches
+from harvester.retry import RetryPolicy
+from harvester.store import BucketChunk, Store
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RunTotals:
+    """What a run did, as recorded in harvest_runs."""
+
+    rows_inserted: int = 0
+    rows_changed: int = 0
+    windows: int = 0
+    failed_items: dict[str, str] = field(default_factory=dict)
+
+    def record_failures(self, stream: Stream, failed: dict[str, str]) -> None:
+        for item_id, reason in failed.items():
+            key = item_id
+            self.failed_items.setdefault(
+                key, f"{stream.metric}/{stream.unit}: {reason}"
+            )
+
+
+class Runner:
+    """Executes streams under the shared rate limit, writing each window in bulk."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        client: ApiClient,
+        policy: RetryPolicy,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._client = client
+        self._policy = policy
+        self._fetcher = BatchFetcher(client, policy, settings.api.batch_size)
+        self._clock = clock
+        # More streams than request slots keep every slot busy while others write.
+        self._active = asyncio.Semaphore(settings.api.concurrency * 2)
+        self.max_last = settings.api.max_last
+        self.totals = RunTotals()
+
+    async def run(self, streams: list[Stream]) -> RunTotals:
+        started = time.monotonic()
+        async with asyncio.TaskGroup() as group:
+            for stream in streams:
+                group.create_task(self._run_stream(stream))
+        logger.info(
+            "%d streams done in %.1fs: %d windows, %d rows inserted, %d changed",
+            len(streams),
+            time.monotonic() - started,
+            self.totals.windows,
+            self.totals.rows_inserted,
+            self.totals.rows_changed,
+        )
+        return self.totals
+
+    async def _run_stream(self, stream: Stream) -> None:
+        async with self._active:
+            ids = list(stream.ids)
+            first = stream.first
+            while ids and first < stream.end:
+                size = min(self.max_last, stream.end - first)
+                window = Window(stream.unit, first, size)
+                try:
+                    failed = await self._run_window(
+                        stream, ids, window, first == stream.first
+                    )
+                except WindowTooLargeError as error:
+                    self._shrink_windows(error, size)
+                    continue
+                ids = [item_id for item_id in ids if item_id not in failed]
+                first = window.end
+
+    def _shrink_windows(self, error: WindowTooLargeError, sent: int) -> None:
+        limit = min(error.max_last, sent - 1)
+        if limit < 1:
+            raise error
+        if limit < self.max_last:
+            logger.warning(
+                "the API accepts at most last=%d; windows shortened from %d "
+                "for the rest of the run",
+                limit,
+                self.max_last,
+            )
+            self.max_last = limit
+
+    async def _run_window(
+        self, stream: Stream, ids: list[str], window: Window, is_first: bool
+    ) -> set[str]:
+        """Fetch and write one window for `ids`; return the ids that failed."""
+        failed: set[str] = set()
+        for batch in batches(ids, self._fetcher.batch_size):
+            answer = await self._fetch(stream, batch, window)
+            fetched_at = self._clock()
+            chunk = self._chunk(stream, window, answer, fetched_at, is_first)
+            counts = await self._store.write(chunk)
+            self.totals.rows_inserted += counts.inserted
+            self.totals.rows_changed += counts.changed
+            self.totals.windows += 1
+            self.totals.record_failures(stream, answer.failed)
+            failed.update(answer.failed)
+        return failed
+
+    async def _fetch(
+        self, stream: Stream, ids: list[str], window: Window
+    ) -> BatchAnswer:
+        ending = window.ending_param(self._settings.harvest.zone)
+        try:
+            return await self._fetcher.fetch(
+                stream.metric, stream.unit, ids, window, ending
+            )
+        except RetryableApiError as error:
+            logger.error(
+                "%s/%s of %d items ending %s failed after %d attempts: %s",
+                stream.metric,
+                stream.unit,
+                len(ids),
+                ending,
+                self._settings.api.attempts,
+                error,
+            )
+            reason = f"gave_up: {error}"
+            return BatchAnswer(failed=dict.fromkeys(ids, reason))
+
+    def _chunk(
+        self,
+        stream: Stream,
+        window: Window,
+        answer: BatchAnswer,
+        fetched_at: datetime,
+        is_first: bool,
+    ) -> BucketChunk:
+        harvest = self._settings.harvest
+        open_from = settled_before(
+            stream.unit, fetched_at, harvest.settle_delay, harvest.zone
+        )
+        rows = []
+        progress: dict[int, list[str]] = {}
+        for item_id, totals in answer.totals.items():
+            rows += [
+                (item_id, index, total, index < open_from)
+                for index, total in totals.items()
+            ]
+            reach = covered_until(totals, window)
+            if reach is not None:
+                progress.setdefault(min(reach, open_from), []).append(item_id)
+        return BucketChunk(
+            metric=stream.metric,
+            unit=stream.unit,
+            fetched_at=fetched_at,
+            rows=rows,
+            window_first=window.first,
+            progress=progress,
+            create_progress=stream.create_progress and is_first,
+        )
+
+
+def covered_until(totals: dict[int, int], window: Window) -> int | None:
+    """Return where the answer's coverage ends if it starts at the window's start."""
+    if window.first not in totals:
+        return None
+    return max(totals) + 1
+
+
+def outcome_of(
+    totals: RunTotals,
+    client: ApiClient,
+    policy: RetryPolicy,
+    status: str,
+    error: str | None,
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "requests": client.counters.requests,
+        "retries": policy.retries,
+        "rows_inserted": totals.rows_inserted,
+        "rows_changed": totals.rows_changed,
+        "failed_items": totals.failed_items,
+        "error": error,
+    }

@@ -1,0 +1,276 @@
+"""PostgreSQL storage: bulk upserts of buckets, harvest progress and the runs table."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from harvester.buckets import Unit, day_of, hour_start
+from harvester.config import mask_url
+from harvester.errors import StorageError
+from harvester.migrations import apply_migrations
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+TABLES = {Unit.HOUR: ("item_hourly", "hour"), Unit.DAY: ("item_daily", "day")}
+
+
+@dataclass
+class BucketChunk:
+    """Validated totals of one window for some items, ready to be written together.
+
+    `progress` maps an index (exclusive) to the items whose settled history now
+    reaches it from `window_first`, provided their stored progress reaches
+    `window_first`; `create_progress` also lets it start a new item's progress.
+    """
+
+    metric: str
+    unit: Unit
+    fetched_at: datetime
+    rows: list[tuple[str, int, int, bool]]  # item id, bucket index, total, settled
+    window_first: int
+    progress: dict[int, list[str]] = field(default_factory=dict)
+    create_progress: bool = False
+
+
+@dataclass
+class WriteCounts:
+    inserted: int = 0
+    changed: int = 0
+
+
+def bucket_value(unit: Unit, index: int) -> datetime | date:
+    return hour_start(index) if unit is Unit.HOUR else day_of(index)
+
+
+def progress_instant(unit: Unit, index: int) -> datetime:
+    """Return the instant stored in harvest_progress for a bucket index."""
+    if unit is Unit.HOUR:
+        return hour_start(index)
+    day = day_of(index)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def progress_index(unit: Unit, instant: datetime) -> int:
+    if unit is Unit.HOUR:
+        return int(instant.timestamp()) // 3600
+    return instant.astimezone(UTC).date().toordinal()
+
+
+def upsert_sql(unit: Unit) -> str:
+    """Insert new buckets and update only those whose total or settled flag changed.
+
+    Unchanged rows are filtered out before ON CONFLICT, which would otherwise lock
+    them, and the WHERE on the update keeps a re-read of equal values free of writes.
+    """
+    table, column = TABLES[unit]
+    return f"""
+        WITH changed AS (
+            SELECT s.item_id, s.metric, s.{column}, s.total, s.settled
+            FROM staging_{table} s
+            LEFT JOIN {table} t
+              ON t.item_id = s.item_id AND t.metric = s.metric
+             AND t.{column} = s.{column}
+            WHERE t.item_id IS NULL
+               OR (t.total, t.settled) IS DISTINCT FROM (s.total, s.settled)
+        ), written AS (
+            INSERT INTO {table} AS t
+                (item_id, metric, {column}, total, settled, fetched_at)
+            SELECT item_id, metric, {column}, total, settled, $1 FROM changed
+            ON CONFLICT (item_id, metric, {column}) DO UPDATE
+            SET total = EXCLUDED.total,
+                settled = EXCLUDED.settled,
+                fetched_at = EXCLUDED.fetched_at
+            WHERE (t.total, t.settled)
+                  IS DISTINCT FROM (EXCLUDED.total, EXCLUDED.settled)
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted) AS inserted,
+               count(*) FILTER (WHERE NOT inserted) AS changed
+        FROM written
+    """
+
+
+EXTEND_PROGRESS_SQL = """
+    UPDATE harvest_progress SET settled_until = $4
+    WHERE item_id = ANY($1::text[]) AND metric = $2 AND unit = $3
+      AND settled_until >= $5 AND settled_until < $4
+"""
+
+CREATE_PROGRESS_SQL = """
+    INSERT INTO harvest_progress (item_id, metric, unit, settled_until)
+    SELECT unnest($1::text[]), $2, $3, $4
+    ON CONFLICT (item_id, metric, unit) DO UPDATE
+    SET settled_until = EXCLUDED.settled_until
+    WHERE harvest_progress.settled_until >= $5
+      AND harvest_progress.settled_until < EXCLUDED.settled_until
+"""
+
+
+async def prepare_connection(connection: asyncpg.Connection) -> None:
+    """Create this connection's staging tables, emptied at every commit."""
+    for table, column in TABLES.values():
+        kind = "timestamptz" if column == "hour" else "date"
+        await connection.execute(
+            f"""CREATE TEMP TABLE IF NOT EXISTS staging_{table} (
+                    item_id text, metric text, {column} {kind},
+                    total integer, settled boolean
+                ) ON COMMIT DELETE ROWS"""
+        )
+
+
+class Store:
+    """The harvester's tables in one PostgreSQL database."""
+
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        self._pool = pool
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"Store(url={mask_url(self.url)!r})"
+
+    @classmethod
+    async def open(cls, url: str, pool_size: int) -> Store:
+        """Connect, apply pending migrations and prepare the connection pool."""
+        await migrate(url)
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                timeout=CONNECT_TIMEOUT_S,
+                init=prepare_connection,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+            raise connection_error(url, error) from error
+        return cls(pool, url)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def write(self, chunk: BucketChunk) -> WriteCounts:
+        """Upsert a chunk's buckets and extend progress in one transaction."""
+        table, column = TABLES[chunk.unit]
+        records = [
+            (item_id, chunk.metric, bucket_value(chunk.unit, index), total, settled)
+            for item_id, index, total, settled in chunk.rows
+        ]
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.copy_records_to_table(
+                f"staging_{table}",
+                records=records,
+                columns=["item_id", "metric", column, "total", "settled"],
+            )
+            row = await connection.fetchrow(upsert_sql(chunk.unit), chunk.fetched_at)
+            await self._extend_progress(connection, chunk)
+        assert row is not None
+        return WriteCounts(inserted=row["inserted"], changed=row["changed"])
+
+    async def _extend_progress(
+        self, connection: asyncpg.Connection, chunk: BucketChunk
+    ) -> None:
+        sql = CREATE_PROGRESS_SQL if chunk.create_progress else EXTEND_PROGRESS_SQL
+        since = progress_instant(chunk.unit, chunk.window_first)
+        for until_index, ids in chunk.progress.items():
+            until = progress_instant(chunk.unit, until_index)
+            await connection.execute(
+                sql, ids, chunk.metric, chunk.unit.value, until, since
+            )
+
+    async def load_progress(
+        self, metric: str, unit: Unit, ids: Sequence[str]
+    ) -> dict[str, int]:
+        """Return, per item, the first bucket index not yet settled in the store."""
+        rows = await self._pool.fetch(
+            """SELECT item_id, settled_until FROM harvest_progress
+               WHERE metric = $1 AND unit = $2 AND item_id = ANY($3::text[])""",
+            metric,
+            unit.value,
+            list(ids),
+        )
+        return {
+            row["item_id"]: progress_index(unit, row["settled_until"]) for row in rows
+        }
+
+    async def start_run(
+        self,
+        kind: str,
+        range_from: datetime | None,
+        range_to: datetime | None,
+        metrics: Sequence[str],
+        units: Sequence[Unit],
+        items: int,
+    ) -> int:
+        run_id = await self._pool.fetchval(
+            """INSERT INTO harvest_runs
+                   (kind, range_from, range_to, metrics, units, items)
+               VALUES ($1, $2, $3, $4, $5, $6) RETURNING run_id""",
+            kind,
+            range_from,
+            range_to,
+            list(metrics),
+            [unit.value for unit in units],
+            items,
+        )
+        return int(run_id)
+
+    async def finish_run(self, run_id: int, outcome: dict[str, Any]) -> None:
+        await self._pool.execute(
+            """UPDATE harvest_runs SET ended_at = now(), status = $2,
+                   requests = $3, retries = $4, rows_inserted = $5,
+                   rows_changed = $6, failed_items = $7::jsonb, error = $8
+               WHERE run_id = $1""",
+            run_id,
+            outcome["status"],
+            outcome["requests"],
+            outcome["retries"],
+            outcome["rows_inserted"],
+            outcome["rows_changed"],
+            orjson.dumps(outcome["failed_items"]).decode(),
+            outcome.get("error"),
+        )
+
+
+async def migrate(url: str) -> list[str]:
+    try:
+        connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        raise connection_error(url, error) from error
+    try:
+        return await apply_migrations(connection)
+    except asyncpg.PostgresError as error:
+        raise StorageError(f"applying migrations failed: {error}") from error
+    finally:
+        await connection.close()
+
+
+def connection_error(url: str, error: BaseException) -> StorageError:
+    shown = mask_url(url)
+    if isinstance(
+        error,
+        asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError,
+    ):
+        return StorageError(
+            f"PostgreSQL at {shown} rejected the credentials: fix the user or "
+            "password in [database] url or HARVESTER_DATABASE_URL"
+        )
+    if isinstance(error, asyncpg.InvalidCatalogNameError):
+        return StorageError(
+            f"the database in {shown} does not exist: create it or fix [database] url"
+        )
+    if isinstance(error, TimeoutError):
+        return StorageError(
+            f"connecting to PostgreSQL at {shown} timed out after "
+            f"{CONNECT_TIMEOUT_S:.0f}s: check that the server is running and reachable"
+        )
+    return StorageError(
+        f"cannot connect to PostgreSQL at {shown}: {error}; check that the server "
+        "is running and [database] url is right"
+    )

