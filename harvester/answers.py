@@ -65,12 +65,28 @@ def read_element(
         raise InvalidAnswerError(
             f"answer names item {item_id!r}, which was not requested"
         )
-    if item_id in answer.totals or item_id in answer.failed:
-        raise InvalidAnswerError(f"answer repeats item {item_id!r}")
     if "results" not in element and ("error" in element or "status" in element):
+        reject_repeat(
+            item_id, answer.failed.get(item_id), error_reason(element), answer
+        )
         answer.failed[item_id] = error_reason(element)
         return
-    answer.totals[item_id] = read_series(element, item_id, unit, window)
+    totals = read_series(element, item_id, unit, window)
+    reject_repeat(item_id, answer.totals.get(item_id), totals, answer)
+    answer.totals[item_id] = totals
+
+
+def reject_repeat(
+    item_id: str, earlier: object, later: object, answer: BatchAnswer
+) -> None:
+    """Raise unless an item appears once, or again with identical content.
+
+    A prefixed multi-id request names its first id twice, in the path and in
+    `ids`, and a server may answer for both.
+    """
+    seen = item_id in answer.totals or item_id in answer.failed
+    if seen and earlier != later:
+        raise InvalidAnswerError(f"answer repeats item {item_id!r} with other values")
 
 
 def error_reason(element: dict[str, Any]) -> str:
@@ -105,8 +121,9 @@ def check_unit(element: dict[str, Any], item_id: str, unit: Unit) -> None:
 
 
 def check_last(element: dict[str, Any], item_id: str) -> None:
+    """Accept `last` as a number, as a string of digits, or absent (it is unused)."""
     last = element.get("last")
-    if isinstance(last, str) and last.isdigit():
+    if last is None or (isinstance(last, str) and last.isdigit()):
         return
     if isinstance(last, bool) or not isinstance(last, int) or last < 0:
         raise InvalidAnswerError(f"series of {item_id} has invalid last {last!r}")

@@ -58,7 +58,15 @@ class ApiClient:
         self.counters = RequestCounters()
 
     def series_path(self, metric: str, ids: list[str]) -> str:
-        if self._settings.multi_id_form == "prefixed":
+        """Return the multi-id path in the configured form.
+
+        The API's documentation shows questions under an item's own path and
+        phone views under the plain path; "guide" follows it per metric.
+        """
+        form = self._settings.multi_id_form
+        if form == "guide":
+            form = "prefixed" if metric == "questions" else "plain"
+        if form == "prefixed":
             return f"/items/{ids[0]}/contacts/{metric}/time_window"
         return f"/items/contacts/{metric}/time_window"
 

@@ -18,6 +18,7 @@ from harvester.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("harvester.toml")
 ITEM_ID_PATTERN = re.compile(r"^[A-Z]{3}\d{1,15}$")
 FIXED_OFFSET_PATTERN = re.compile(r"^UTC([+-])(\d{2}):(\d{2})$")
+MULTI_ID_FORMS = ("guide", "plain", "prefixed")
 ENV_OVERRIDES = {
     "HARVESTER_API_URL": ("api", "base_url"),
     "HARVESTER_ACCESS_TOKEN": ("api", "access_token"),
@@ -49,7 +50,7 @@ class ApiSettings:
     attempts: int = 6
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
-    multi_id_form: str = "plain"
+    multi_id_form: str = "guide"
 
 
 @dataclass(frozen=True)
@@ -181,9 +182,10 @@ def build_api(table: dict[str, Any]) -> ApiSettings:
             "set it to the API's address, for example http://127.0.0.1:8080"
         )
     form = str(table.get("multi_id_form", defaults.multi_id_form))
-    if form not in ("plain", "prefixed"):
+    if form not in MULTI_ID_FORMS:
         raise ConfigError(
-            f"[api] multi_id_form {form!r} is invalid: use 'plain' or 'prefixed'"
+            f"[api] multi_id_form {form!r} is invalid: use "
+            f"{', '.join(repr(name) for name in MULTI_ID_FORMS)}"
         )
     return ApiSettings(
         base_url=base_url,

@@ -142,14 +142,13 @@ async def count_wrong_buckets(connection: asyncpg.Connection, traffic: Traffic) 
         """SELECT item_id, metric, day, total FROM item_daily
            WHERE (day + 1)::timestamp AT TIME ZONE 'UTC' <= fetched_at"""
     )
-    wrong = sum(
-        row["total"] != traffic.hour_count(row["item_id"], row["metric"], row["hour"])
-        for row in hourly
-    )
-    wrong += sum(
-        row["total"] != traffic.day_count(row["item_id"], row["metric"], row["day"])
-        for row in daily
-    )
+    wrong = 0
+    for row in hourly:
+        truth = traffic.hour_count(row["item_id"], row["metric"], row["hour"])
+        wrong += int(row["total"] != truth)
+    for row in daily:
+        truth = traffic.day_count(row["item_id"], row["metric"], row["day"])
+        wrong += int(row["total"] != truth)
     checked = len(hourly) + len(daily)
     verdict = "all equal" if wrong == 0 else f"{wrong} DIFFER"
     print(f"\n{checked} finished buckets checked against the sandbox: {verdict}")

@@ -1,4 +1,4 @@
-"""The whole main job against the sandbox with faults on: backfill, harvest, re-harvest."""
+"""The main job against a faulty sandbox: backfill, harvest, re-harvest."""
 
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ def frozen() -> datetime:
     return FROZEN_NOW
 
 
-async def stored_rows(url: str, table: str, column: str) -> dict[tuple[str, str, object], tuple[int, bool]]:
+Rows = dict[tuple[str, str, object], tuple[int, bool]]
+
+
+async def stored_rows(url: str, table: str, column: str) -> Rows:
     connection = await asyncpg.connect(url)
     try:
         rows = await connection.fetch(
@@ -83,7 +86,12 @@ async def test_backfill_then_harvest_matches_truth(database_url: str) -> None:
         range_end = zone_start + timedelta(days=3)
 
         backfill = await app.backfill(
-            settings, zone_start, range_end, METRICS, (Unit.HOUR, Unit.DAY), clock=frozen
+            settings,
+            zone_start,
+            range_end,
+            METRICS,
+            (Unit.HOUR, Unit.DAY),
+            clock=frozen,
         )
         harvest = await app.harvest(settings, clock=frozen)
         again = await app.harvest(settings, clock=frozen)
@@ -125,7 +133,11 @@ async def test_backfill_then_harvest_matches_truth(database_url: str) -> None:
             assert total == traffic.day_value(item_id, metric, day, FROZEN_NOW)
         else:
             assert settled, (item_id, metric, day)
-            assert total == traffic.day_count(item_id, metric, day), (item_id, metric, day)
+            assert total == traffic.day_count(item_id, metric, day), (
+                item_id,
+                metric,
+                day,
+            )
 
     connection = await asyncpg.connect(database_url)
     try:
