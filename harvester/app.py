@@ -7,21 +7,34 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
 import asyncpg
 
-from harvester.buckets import Unit, current_bucket
+from harvester.auth import FixedToken, OAuthTokens, TokenSource
+from harvester.buckets import Unit, Window, current_bucket, hour_index, utc_now
 from harvester.client import ApiClient
 from harvester.config import Settings
 from harvester.embedded import EmbeddedPostgres
-from harvester.errors import RunLockedError
-from harvester.planner import Stream, backfill_bounds, harvest_starts, plan_streams
+from harvester.errors import (
+    ApiError,
+    RejectedRequestError,
+    RetryableApiError,
+    RunLockedError,
+)
+from harvester.planner import (
+    Range,
+    Stream,
+    backfill_bounds,
+    harvest_starts,
+    plan_streams,
+)
 from harvester.ratelimit import RateLimiter
+from harvester.report import RunReport
 from harvester.retry import RetryPolicy
-from harvester.runner import Clock, Runner, outcome_of, utc_now
+from harvester.runner import Clock, Runner, outcome_of
 from harvester.store import CONNECT_TIMEOUT_S, Store
 
 logger = logging.getLogger(__name__)
@@ -31,31 +44,20 @@ RUN_LOCK_KEY = 0x68617276_0002
 
 
 @dataclass
-class RunReport:
-    """The outcome of one harvest or backfill, as printed and recorded."""
+class Api:
+    """The API machinery of one run: one rate limit, retry policy and token source."""
 
-    run_id: int
+    client: ApiClient
+    policy: RetryPolicy
+    tokens: TokenSource
+
+
+@dataclass(frozen=True)
+class RunSpec:
     kind: str
-    status: str
-    duration_s: float
-    requests: int
-    retries: int
-    rows_inserted: int
-    rows_changed: int
-    failed_items: dict[str, str] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        line = (
-            f"{self.kind} run {self.run_id} {self.status} in {self.duration_s:.1f}s: "
-            f"{self.requests} requests ({self.retries} retries), "
-            f"{self.rows_inserted} rows inserted, {self.rows_changed} changed, "
-            f"{len(self.failed_items)} items failed"
-        )
-        for item_id, reason in sorted(self.failed_items.items())[:20]:
-            line += f"\n  {item_id}: {reason}"
-        if len(self.failed_items) > 20:
-            line += f"\n  ... and {len(self.failed_items) - 20} more in harvest_runs"
-        return line
+    metrics: Sequence[str]
+    units: Sequence[Unit]
+    backfill_range: Range | None = None
 
 
 @asynccontextmanager
@@ -89,15 +91,71 @@ async def run_lock(url: str) -> AsyncIterator[None]:
         await connection.close()
 
 
+@asynccontextmanager
+async def open_run(settings: Settings) -> AsyncIterator[Store]:
+    """Open the store and take the run lock; close runs that died holding it."""
+    async with database_url(settings) as url:
+        store = await Store.open(url, settings.database.pool_size)
+        try:
+            async with run_lock(url):
+                abandoned = await store.close_abandoned_runs()
+                if abandoned:
+                    logger.warning("marked %d runs that died as abandoned", abandoned)
+                yield store
+        finally:
+            await store.close()
+
+
+@asynccontextmanager
+async def open_api(settings: Settings, store: Store) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        policy = RetryPolicy(settings.api)
+        tokens: TokenSource = FixedToken(settings.api.access_token)
+        if settings.api.uses_oauth:
+            tokens = OAuthTokens(settings.api, session, store, policy)
+        limiter = RateLimiter(settings.api.rate_per_s)
+        client = ApiClient(session, settings.api, limiter, tokens)
+        yield Api(client, policy, tokens)
+
+
+async def preflight(api: Api, settings: Settings, now: datetime) -> None:
+    """Send one small request, so a wrong URL or token fails before the run starts.
+
+    A rejection of the item itself is fine here: it shows the API is reachable.
+    """
+    item_id = settings.item_ids[0]
+    ending = now.isoformat(timespec="seconds")
+    metric = settings.harvest.metrics[0]
+    try:
+        async for attempt in api.policy.retrying("the first request"):
+            with attempt:
+                await api.client.fetch_series(
+                    metric, Unit.HOUR, [item_id], _one_hour(now), ending
+                )
+    except RejectedRequestError:
+        return
+    except RetryableApiError as error:
+        raise ApiError(
+            f"cannot reach the API at {settings.api.base_url}: {error}; check "
+            "[api] base_url or HARVESTER_API_URL and that the API is up"
+        ) from error
+
+
+def _one_hour(now: datetime) -> Window:
+    return Window(Unit.HOUR, hour_index(now), 1)
+
+
 async def harvest(settings: Settings, clock: Clock = utc_now) -> RunReport:
     """Fetch everything since each item's settled history, plus the re-read window."""
-    async with open_run(settings) as store:
+    spec = RunSpec("harvest", settings.harvest.metrics, settings.harvest.units)
+    async with open_run(settings) as store, open_api(settings, store) as api:
+        await preflight(api, settings, clock())
         now = clock()
         streams = []
-        for metric in settings.harvest.metrics:
-            for unit in settings.harvest.units:
+        for metric in spec.metrics:
+            for unit in spec.units:
                 streams += await plan_harvest(store, settings, metric, unit, now)
-        return await execute(settings, store, "harvest", streams, None, now, clock)
+        return await execute(settings, store, api, spec, streams, clock)
 
 
 async def plan_harvest(
@@ -106,7 +164,7 @@ async def plan_harvest(
     progress = await store.load_progress(metric, unit, settings.item_ids)
     starts = harvest_starts(unit, settings.item_ids, progress, now, settings.harvest)
     end = current_bucket(unit, now, settings.harvest.zone) + 1
-    return plan_streams(metric, unit, starts, end, settings.api.batch_size, True)
+    return plan_streams(metric, unit, starts, end, settings.api.batch_size)
 
 
 async def backfill(
@@ -117,88 +175,94 @@ async def backfill(
     units: Sequence[Unit],
     clock: Clock = utc_now,
 ) -> RunReport:
-    """Fetch every bucket of the range, whatever is stored already."""
-    async with open_run(settings) as store:
+    """Fetch every bucket of the range, resuming an unfinished run of the same range."""
+    spec = RunSpec("backfill", metrics, units, (range_from, range_to))
+    async with open_run(settings) as store, open_api(settings, store) as api:
+        await preflight(api, settings, clock())
         now = clock()
         streams = []
-        zone = settings.harvest.zone
         for metric in metrics:
             for unit in units:
-                first, end = backfill_bounds(unit, range_from, range_to, now, zone)
-                starts = dict.fromkeys(settings.item_ids, first)
-                streams += plan_streams(
-                    metric, unit, starts, end, settings.api.batch_size, False
-                )
-        return await execute(
-            settings,
-            store,
-            "backfill",
-            streams,
-            range_from,
-            range_to,
-            clock,
-            metrics=metrics,
-            units=units,
+                streams += await plan_backfill(store, settings, spec, metric, unit, now)
+        report = await execute(settings, store, api, spec, streams, clock)
+        if report.status == "ok":
+            await store.forget_backfill((range_from, range_to), metrics, units)
+        return report
+
+
+async def plan_backfill(
+    store: Store,
+    settings: Settings,
+    spec: RunSpec,
+    metric: str,
+    unit: Unit,
+    now: datetime,
+) -> list[Stream]:
+    assert spec.backfill_range is not None
+    range_from, range_to = spec.backfill_range
+    zone = settings.harvest.zone
+    first, end = backfill_bounds(unit, range_from, range_to, now, zone)
+    done = await store.load_backfill_progress(spec.backfill_range, metric, unit)
+    if done:
+        logger.info(
+            "resuming %s/%s: %d items already have part of this range stored",
+            metric,
+            unit,
+            len(done),
         )
-
-
-@asynccontextmanager
-async def open_run(settings: Settings) -> AsyncIterator[Store]:
-    async with database_url(settings) as url:
-        store = await Store.open(url, settings.database.pool_size)
-        try:
-            async with run_lock(url):
-                yield store
-        finally:
-            await store.close()
+    starts = {item_id: done.get(item_id, first) for item_id in settings.item_ids}
+    return plan_streams(
+        metric,
+        unit,
+        starts,
+        end,
+        settings.api.batch_size,
+        backfill_range=spec.backfill_range,
+        range_first=first,
+    )
 
 
 async def execute(
     settings: Settings,
     store: Store,
-    kind: str,
+    api: Api,
+    spec: RunSpec,
     streams: list[Stream],
-    range_from: datetime | None,
-    range_to: datetime | None,
     clock: Clock,
-    metrics: Sequence[str] | None = None,
-    units: Sequence[Unit] | None = None,
 ) -> RunReport:
-    """Run the streams and record the run, whatever its outcome."""
+    """Run the streams and record the run in harvest_runs, whatever its outcome."""
+    range_from, range_to = spec.backfill_range or (None, None)
     run_id = await store.start_run(
-        kind,
+        spec.kind,
         range_from,
         range_to,
-        metrics or settings.harvest.metrics,
-        units or settings.harvest.units,
+        spec.metrics,
+        spec.units,
         len(settings.item_ids),
     )
-    logger.info("%s run %d started: %d streams", kind, run_id, len(streams))
+    logger.info("%s run %d started: %d streams", spec.kind, run_id, len(streams))
     started = time.monotonic()
-    async with aiohttp.ClientSession() as session:
-        limiter = RateLimiter(settings.api.rate_per_s)
-        client = ApiClient(session, settings.api, limiter)
-        policy = RetryPolicy(settings.api)
-        runner = Runner(settings, store, client, policy, clock)
-        try:
-            totals = await runner.run(streams)
-        except BaseException as group:
-            error = first_error(group)
-            stopped = isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
-            status = "interrupted" if stopped else "failed"
-            await store.finish_run(
-                run_id, outcome_of(runner.totals, client, policy, status, str(error))
-            )
-            raise error from None
+    runner = Runner(settings, store, api.client, api.policy, clock)
+    try:
+        totals = await runner.run(streams)
+    except BaseException as group:
+        error = first_error(group)
+        stopped = isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
+        status = "interrupted" if stopped else "failed"
+        outcome = outcome_of(runner.totals, api.client, api.policy, status, str(error))
+        await asyncio.shield(store.finish_run(run_id, outcome))
+        raise error from None
     status = "partial" if totals.failed_items else "ok"
-    await store.finish_run(run_id, outcome_of(totals, client, policy, status, None))
+    outcome = outcome_of(totals, api.client, api.policy, status, None)
+    await store.finish_run(run_id, outcome)
     report = RunReport(
         run_id=run_id,
-        kind=kind,
+        kind=spec.kind,
         status=status,
         duration_s=time.monotonic() - started,
-        requests=client.counters.requests,
-        retries=policy.retries,
+        items=len(settings.item_ids),
+        requests=api.client.counters.requests,
+        retries=api.policy.retries,
         rows_inserted=totals.rows_inserted,
         rows_changed=totals.rows_changed,
         failed_items=totals.failed_items,

@@ -22,6 +22,10 @@ class Unit(enum.StrEnum):
     DAY = "day"
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def hour_index(instant: datetime) -> int:
     """Return the index of the hour that contains an aware instant."""
     return int(instant.timestamp()) // SECONDS_PER_HOUR
@@ -72,9 +76,7 @@ def settled_before(
     A bucket is settled once `settle_delay` has passed since its end: the API
     keeps revising recent counts, so younger values may still change.
     """
-    horizon = fetched_at - settle_delay
-    first_open = current_bucket(unit, horizon, zone)
-    return first_open
+    return current_bucket(unit, fetched_at - settle_delay, zone)
 
 
 @dataclass(frozen=True)

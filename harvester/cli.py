@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harvester import __version__, app
-from harvester.buckets import METRICS, Unit
+from harvester.buckets import METRICS, Unit, utc_now
 from harvester.config import Settings, load_settings
 from harvester.dates import parse_range
 from harvester.errors import (
@@ -22,7 +22,7 @@ from harvester.errors import (
     RunLockedError,
     StorageError,
 )
-from harvester.runner import utc_now
+from harvester.report import RunReport
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ async def migrate(settings: Settings) -> int:
     return EXIT_OK
 
 
-async def run_backfill(settings: Settings, args: argparse.Namespace) -> app.RunReport:
+async def run_backfill(settings: Settings, args: argparse.Namespace) -> RunReport:
     start, end = parse_range(
         args.range_from, args.range_to, settings.harvest.zone, utc_now()
     )

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -22,6 +22,9 @@ from harvester.errors import (
     WindowTooLargeError,
 )
 from harvester.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from harvester.auth import TokenSource
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +53,12 @@ class ApiClient:
         session: aiohttp.ClientSession,
         settings: ApiSettings,
         limiter: RateLimiter,
+        tokens: TokenSource,
     ) -> None:
         self._session = session
         self._settings = settings
         self._limiter = limiter
+        self._tokens = tokens
         self._slots = asyncio.Semaphore(settings.concurrency)
         self.counters = RequestCounters()
 
@@ -84,17 +89,33 @@ class ApiClient:
         return await self.get(path, params)
 
     async def get(self, path: str, params: dict[str, str]) -> bytes:
+        """GET a path; on a rejected token, refresh it once and send again."""
         async with self._slots:
-            await self._limiter.acquire()
-            self.counters.requests += 1
-            return await self._send(path, params)
+            token = await self._tokens.token()
+            try:
+                return await self._send(path, params, token)
+            except AuthError as error:
+                logger.info("the API rejected the access token (%s)", error.status)
+                token = await self._tokens.refresh(token)
+            try:
+                return await self._send(path, params, token)
+            except AuthError as error:
+                raise AuthError(
+                    f"the API still rejects the credentials after a token refresh "
+                    f"({error}): the application may lack permission for this "
+                    "endpoint, or the account must be authorised again",
+                    status=error.status,
+                    path=path,
+                ) from None
 
-    async def _send(self, path: str, params: dict[str, str]) -> bytes:
+    async def _send(self, path: str, params: dict[str, str], token: str) -> bytes:
+        await self._limiter.acquire()
+        self.counters.requests += 1
         url = self._settings.base_url + path
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout_s)
         try:
             async with self._session.get(
-                url, params=params, headers=self._headers(), timeout=timeout
+                url, params=params, headers=bearer_headers(token), timeout=timeout
             ) as response:
                 body = await response.read()
                 status = response.status
@@ -111,12 +132,6 @@ class ApiClient:
         if status == 200:
             return body
         raise self._status_error(status, body, path, retry_after)
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self._settings.access_token:
-            headers["Authorization"] = f"Bearer {self._settings.access_token}"
-        return headers
 
     def _status_error(
         self, status: int, body: bytes, path: str, retry_after: str | None
@@ -136,12 +151,7 @@ class ApiClient:
                 f"server error {status}: {message}", status=status, path=path
             )
         if status == 401 or (status == 403 and is_policy_block(body)):
-            return AuthError(
-                f"the API rejected the access token ({status}: {message}): "
-                "set a valid token in [api] access_token or HARVESTER_ACCESS_TOKEN",
-                status=status,
-                path=path,
-            )
+            return AuthError(f"{status}: {message}", status=status, path=path)
         too_large = MAX_IDS_PATTERN.search(message)
         if status == 400 and too_large:
             return BatchTooLargeError(
@@ -166,6 +176,13 @@ class ApiClient:
         return RetryableApiError(
             f"unexpected status {status}: {message}", status=status, path=path
         )
+
+
+def bearer_headers(token: str) -> dict[str, str]:
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 def decode_error(body: bytes) -> dict[str, Any]:

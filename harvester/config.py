@@ -19,9 +19,12 @@ DEFAULT_CONFIG_PATH = Path("harvester.toml")
 ITEM_ID_PATTERN = re.compile(r"^[A-Z]{3}\d{1,15}$")
 FIXED_OFFSET_PATTERN = re.compile(r"^UTC([+-])(\d{2}):(\d{2})$")
 MULTI_ID_FORMS = ("guide", "plain", "prefixed")
+OAUTH_KEYS = ("client_id", "client_secret", "refresh_token")
 ENV_OVERRIDES = {
     "HARVESTER_API_URL": ("api", "base_url"),
     "HARVESTER_ACCESS_TOKEN": ("api", "access_token"),
+    "HARVESTER_CLIENT_SECRET": ("api", "client_secret"),
+    "HARVESTER_REFRESH_TOKEN": ("api", "refresh_token"),
     "HARVESTER_DATABASE_URL": ("database", "url"),
 }
 
@@ -42,6 +45,10 @@ def mask_url(url: str) -> str:
 class ApiSettings:
     base_url: str = "http://127.0.0.1:8080"
     access_token: str = field(default="", repr=False)
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    refresh_token: str = field(default="", repr=False)
+    token_url: str = ""
     rate_per_s: float = 5.0
     concurrency: int = 8
     batch_size: int = 50
@@ -51,6 +58,14 @@ class ApiSettings:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     multi_id_form: str = "guide"
+
+    @property
+    def uses_oauth(self) -> bool:
+        return bool(self.client_id)
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.token_url or f"{self.base_url}/oauth/token"
 
 
 @dataclass(frozen=True)
@@ -176,20 +191,21 @@ def build_api(table: dict[str, Any]) -> ApiSettings:
     defaults = ApiSettings()
     reject_unknown(table, "api", set(defaults.__dataclass_fields__))
     base_url = str(table.get("base_url", defaults.base_url)).rstrip("/")
-    if urlsplit(base_url).scheme not in ("http", "https"):
-        raise ConfigError(
-            f"[api] base_url {base_url!r} is not an http(s) URL: "
-            "set it to the API's address, for example http://127.0.0.1:8080"
-        )
+    check_http_url(base_url, "base_url")
     form = str(table.get("multi_id_form", defaults.multi_id_form))
     if form not in MULTI_ID_FORMS:
         raise ConfigError(
             f"[api] multi_id_form {form!r} is invalid: use "
             f"{', '.join(repr(name) for name in MULTI_ID_FORMS)}"
         )
+    oauth = build_oauth(table)
     return ApiSettings(
         base_url=base_url,
         access_token=str(table.get("access_token", "")),
+        client_id=oauth[0],
+        client_secret=oauth[1],
+        refresh_token=oauth[2],
+        token_url=check_http_url(str(table.get("token_url", "")), "token_url"),
         rate_per_s=positive(table, "api", "rate_per_s", defaults.rate_per_s),
         concurrency=positive_int(table, "api", "concurrency", defaults.concurrency),
         batch_size=positive_int(table, "api", "batch_size", defaults.batch_size),
@@ -202,6 +218,28 @@ def build_api(table: dict[str, Any]) -> ApiSettings:
         backoff_max_s=positive(table, "api", "backoff_max_s", defaults.backoff_max_s),
         multi_id_form=form,
     )
+
+
+def check_http_url(url: str, key: str) -> str:
+    if url and urlsplit(url).scheme not in ("http", "https"):
+        raise ConfigError(
+            f"[api] {key} {url!r} is not an http(s) URL: "
+            "set it to the API's address, for example http://127.0.0.1:8080"
+        )
+    return url
+
+
+def build_oauth(table: dict[str, Any]) -> tuple[str, str, str]:
+    """Return client id, client secret and refresh token: all three, or none."""
+    values = tuple(str(table.get(key, "")) for key in OAUTH_KEYS)
+    given = [key for key, value in zip(OAUTH_KEYS, values, strict=True) if value]
+    if given and len(given) < len(OAUTH_KEYS):
+        missing = [key for key in OAUTH_KEYS if key not in given]
+        raise ConfigError(
+            f"[api] {', '.join(given)} set without {', '.join(missing)}: "
+            "automatic token refresh needs client_id, client_secret and refresh_token"
+        )
+    return values[0], values[1], values[2]
 
 
 def build_database(table: dict[str, Any], base_dir: Path) -> DatabaseSettings:

@@ -18,6 +18,7 @@ from harvester import app
 from harvester.buckets import METRICS, Unit
 from harvester.config import ApiSettings, DatabaseSettings, HarvestSettings, Settings
 from harvester.embedded import EmbeddedPostgres
+from harvester.report import RunReport
 from harvester.sandbox.server import RunningSandbox, start_sandbox
 from harvester.sandbox.settings import SandboxSettings
 from harvester.sandbox.traffic import Traffic
@@ -68,7 +69,7 @@ def demo_settings(sandbox: RunningSandbox, url: str, traffic: Traffic) -> Settin
     )
 
 
-async def harvest_demo(settings: Settings, days: int) -> list[app.RunReport]:
+async def harvest_demo(settings: Settings, days: int) -> list[RunReport]:
     today = datetime.now(UTC).date()
     start = midnight(today - timedelta(days=days))
     end = midnight(today)
@@ -86,7 +87,7 @@ def midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def print_reports(reports: list[app.RunReport]) -> None:
+def print_reports(reports: list[RunReport]) -> None:
     for report in reports:
         print(report.summary())
 

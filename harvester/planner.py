@@ -11,13 +11,18 @@ from datetime import datetime, timedelta, tzinfo
 from harvester.buckets import Unit, current_bucket, day_index, hour_index
 from harvester.config import HarvestSettings
 
+Range = tuple[datetime, datetime]
+
 
 @dataclass(frozen=True)
 class Stream:
     """Buckets `first` .. `end - 1` of one metric and unit for a batch of items.
 
     A stream's windows are fetched oldest first, so that each committed window
-    extends the items' settled history without gaps.
+    extends the items' progress without gaps. A harvest stream records settled
+    history in harvest_progress; a backfill stream records how far it got in
+    the range `backfill_range`. Only a window starting at `create_from` may
+    start an item's progress; later windows only extend it.
     """
 
     metric: str
@@ -25,7 +30,8 @@ class Stream:
     ids: tuple[str, ...]
     first: int
     end: int
-    create_progress: bool
+    create_from: int
+    backfill_range: Range | None = None
 
 
 def batches(ids: Sequence[str], size: int) -> list[list[str]]:
@@ -38,19 +44,26 @@ def plan_streams(
     starts: Mapping[str, int],
     end: int,
     batch_size: int,
-    create_progress: bool,
+    backfill_range: Range | None = None,
+    range_first: int | None = None,
 ) -> list[Stream]:
-    """Group items that start at the same bucket, then cut each group into batches."""
+    """Group items that start at the same bucket, then cut each group into batches.
+
+    `range_first` is the backfill range's first bucket; harvest streams leave
+    it None, so that each starts its items' progress at its own first bucket.
+    """
     groups: dict[int, list[str]] = defaultdict(list)
     for item_id, first in starts.items():
         if first < end:
             groups[first].append(item_id)
     streams = []
     for first, ids in sorted(groups.items()):
+        create_from = first if range_first is None else range_first
         for batch in batches(sorted(ids), batch_size):
-            streams.append(
-                Stream(metric, unit, tuple(batch), first, end, create_progress)
+            stream = Stream(
+                metric, unit, tuple(batch), first, end, create_from, backfill_range
             )
+            streams.append(stream)
     return streams
 
 

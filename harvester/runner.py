@@ -7,26 +7,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from harvester.answers import BatchAnswer
-from harvester.buckets import Window, settled_before
+from harvester.buckets import Window, settled_before, utc_now
 from harvester.client import ApiClient
 from harvester.config import Settings
 from harvester.errors import RetryableApiError, WindowTooLargeError
 from harvester.fetch import BatchFetcher
 from harvester.planner import Stream, batches
 from harvester.retry import RetryPolicy
-from harvester.store import BucketChunk, Store
+from harvester.store import BucketChunk, ProgressUpdate, Store
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -91,9 +87,7 @@ class Runner:
                 size = min(self.max_last, stream.end - first)
                 window = Window(stream.unit, first, size)
                 try:
-                    failed = await self._run_window(
-                        stream, ids, window, first == stream.first
-                    )
+                    failed = await self._run_window(stream, ids, window)
                 except WindowTooLargeError as error:
                     self._shrink_windows(error, size)
                     continue
@@ -114,14 +108,14 @@ class Runner:
             self.max_last = limit
 
     async def _run_window(
-        self, stream: Stream, ids: list[str], window: Window, is_first: bool
+        self, stream: Stream, ids: list[str], window: Window
     ) -> set[str]:
         """Fetch and write one window for `ids`; return the ids that failed."""
         failed: set[str] = set()
         for batch in batches(ids, self._fetcher.batch_size):
             answer = await self._fetch(stream, batch, window)
             fetched_at = self._clock()
-            chunk = self._chunk(stream, window, answer, fetched_at, is_first)
+            chunk = self._chunk(stream, window, answer, fetched_at)
             counts = await self._store.write(chunk)
             self.totals.rows_inserted += counts.inserted
             self.totals.rows_changed += counts.changed
@@ -148,7 +142,7 @@ class Runner:
                 self._settings.api.attempts,
                 error,
             )
-            reason = f"gave_up: {error}"
+            reason = f"gave up after {self._settings.api.attempts} attempts: {error}"
             return BatchAnswer(failed=dict.fromkeys(ids, reason))
 
     def _chunk(
@@ -157,31 +151,30 @@ class Runner:
         window: Window,
         answer: BatchAnswer,
         fetched_at: datetime,
-        is_first: bool,
     ) -> BucketChunk:
         harvest = self._settings.harvest
         open_from = settled_before(
             stream.unit, fetched_at, harvest.settle_delay, harvest.zone
         )
+        progress = ProgressUpdate(
+            since=window.first,
+            may_create=window.first == stream.create_from,
+            backfill_range=stream.backfill_range,
+        )
         rows = []
-        progress: dict[int, list[str]] = {}
         for item_id, totals in answer.totals.items():
             rows += [
                 (item_id, index, total, index < open_from)
                 for index, total in totals.items()
             ]
             reach = covered_until(totals, window)
-            if reach is not None:
-                progress.setdefault(min(reach, open_from), []).append(item_id)
-        return BucketChunk(
-            metric=stream.metric,
-            unit=stream.unit,
-            fetched_at=fetched_at,
-            rows=rows,
-            window_first=window.first,
-            progress=progress,
-            create_progress=stream.create_progress and is_first,
-        )
+            if reach is None:
+                continue
+            if stream.backfill_range is None:
+                # Harvest progress only counts settled buckets.
+                reach = min(reach, open_from)
+            progress.reach.setdefault(reach, []).append(item_id)
+        return BucketChunk(stream.metric, stream.unit, fetched_at, rows, progress)
 
 
 def covered_until(totals: dict[int, int], window: Window) -> int | None:

