@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A longer Retry-After is taken as this: an hourly run cannot wait longer.
+MAX_RETRY_AFTER_S = 600.0
 HTML_TITLE_PATTERN = re.compile(rb"<title>([^<]{1,100})</title>", re.I)
 MAX_IDS_PATTERN = re.compile(r"maximum amount of items to query is (\d+)", re.I)
 MAX_LAST_PATTERN = re.compile(r"\blast\b.*\bmaximum\b\D*(\d+)", re.I)
@@ -95,7 +98,7 @@ class ApiClient:
             try:
                 return await self._send(path, params, token)
             except AuthError as error:
-                logger.info("the API rejected the access token (%s)", error.status)
+                logger.debug("the API rejected the access token (%s)", error.status)
                 token = await self._tokens.refresh(token)
             try:
                 return await self._send(path, params, token)
@@ -129,6 +132,8 @@ class ApiClient:
             raise RetryableApiError(
                 f"connection failed: {type(error).__name__}: {error}", path=path
             ) from error
+        if status != 429:
+            self._limiter.accepted()
         if status == 200:
             return body
         raise self._status_error(status, body, path, retry_after)
@@ -139,6 +144,7 @@ class ApiClient:
         message = error_message(body)
         if status == 429:
             self.counters.rate_limited += 1
+            self._limiter.throttled()
             seconds = parse_retry_after(retry_after)
             if seconds is not None:
                 self._limiter.pause(seconds)
@@ -225,4 +231,6 @@ def parse_retry_after(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         return None
-    return max(seconds, 0.0)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)

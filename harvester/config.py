@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -16,8 +17,8 @@ from harvester.buckets import METRICS, Unit
 from harvester.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("harvester.toml")
-ITEM_ID_PATTERN = re.compile(r"^[A-Z]{3}\d{1,15}$")
-FIXED_OFFSET_PATTERN = re.compile(r"^UTC([+-])(\d{2}):(\d{2})$")
+ITEM_ID_PATTERN = re.compile(r"[A-Z]{3}[0-9]{1,15}")
+FIXED_OFFSET_PATTERN = re.compile(r"UTC([+-])([01][0-9]|2[0-3]):([0-5][0-9])")
 MULTI_ID_FORMS = ("guide", "plain", "prefixed")
 OAUTH_KEYS = ("client_id", "client_secret", "refresh_token")
 ENV_OVERRIDES = {
@@ -30,15 +31,26 @@ ENV_OVERRIDES = {
 
 
 def mask_url(url: str) -> str:
-    """Return a database URL with its password replaced by `***`."""
+    """Return a database URL with its passwords replaced by `***`.
+
+    Both places libpq and asyncpg take a password from are masked: the user
+    info (`user:secret@host`) and the `password` query parameter.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if "@" in netloc:
+        user_info, host = netloc.rsplit("@", 1)
+        if ":" in user_info:
+            netloc = f"{user_info.split(':', 1)[0]}:***@{host}"
+    query = "&".join(mask_parameter(p) for p in parts.query.split("&"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def mask_parameter(parameter: str) -> str:
+    name, has_value, _ = parameter.partition("=")
+    if has_value and name.lower() in ("password", "sslpassword"):
+        return f"{name}=***"
+    return parameter
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,7 @@ def parse_time_zone(name: str) -> tzinfo:
     """Parse an IANA zone name (`America/Caracas`) or a fixed offset (`UTC-04:00`)."""
     if name == "UTC":
         return UTC
-    fixed = FIXED_OFFSET_PATTERN.match(name)
+    fixed = FIXED_OFFSET_PATTERN.fullmatch(name)
     if fixed:
         sign = -1 if fixed.group(1) == "-" else 1
         offset = timedelta(hours=int(fixed.group(2)), minutes=int(fixed.group(3)))
@@ -155,9 +167,10 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def apply_env_overrides(document: dict[str, Any], env: dict[str, str]) -> None:
-    for variable, (section, key) in ENV_OVERRIDES.items():
+    for variable, (name, key) in ENV_OVERRIDES.items():
         if variable in env:
-            document.setdefault(section, {})[key] = env[variable]
+            section(document, name)
+            document.setdefault(name, {})[key] = env[variable]
 
 
 def build_settings(document: dict[str, Any], base_dir: Path) -> Settings:
@@ -299,7 +312,7 @@ def read_ids_file(path: Path) -> list[tuple[str, str]]:
 def validate_item_ids(entries: list[tuple[str, str]]) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for item_id, where in entries:
-        if not ITEM_ID_PATTERN.match(item_id):
+        if not ITEM_ID_PATTERN.fullmatch(item_id):
             raise ConfigError(
                 f"invalid item id {item_id!r} at {where}: an item id is a "
                 "three-letter site code and digits, e.g. MLA510272257"
@@ -357,7 +370,8 @@ def positive(table: dict[str, Any], name: str, key: str, default: float) -> floa
     value = table.get(key, default)
     if isinstance(value, str):
         value = number_from_text(value, name, key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"[{name}] {key} must be a positive number, not {value!r}")
     return float(value)
 

@@ -18,6 +18,8 @@ def parse_bound(text: str, zone: tzinfo, option: str, is_end: bool) -> datetime:
     except ValueError:
         return parse_instant(text, option)
     if is_end:
+        if day == date.max:
+            raise ConfigError(f"{option} {text} is too far in the future")
         day += timedelta(days=1)
     return datetime.combine(day, time(), tzinfo=zone)
 

@@ -11,7 +11,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_attempt,
 )
 
 from harvester.config import ApiSettings
@@ -21,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 # A Retry-After of 0 still waits this long, so no failure is retried in a tight loop.
 MIN_WAIT_S = 0.2
+# 429s mean "slower", not "broken": a request may meet this many times more of
+# them than `attempts` allows for other failures, while the rate adapts.
+RATE_LIMIT_PATIENCE = 4
 
 
 class RetryPolicy:
@@ -40,13 +42,20 @@ class RetryPolicy:
     def retrying(self, what: str) -> AsyncRetrying:
         """Return a retryer for one request; `what` names it in the logs."""
         return AsyncRetrying(
-            stop=stop_after_attempt(self._settings.attempts),
+            stop=self.should_stop,
             wait=self.wait_seconds,
             retry=retry_if_exception_type(RetryableApiError),
             before_sleep=lambda state: self._log_retry(state, what),
             sleep=self._sleep,
             reraise=True,
         )
+
+    def should_stop(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        limit = self._settings.attempts
+        if isinstance(error, RateLimitedError):
+            limit *= RATE_LIMIT_PATIENCE
+        return state.attempt_number >= limit
 
     def wait_seconds(self, state: RetryCallState) -> float:
         """Full-jitter exponential backoff, never shorter than a Retry-After."""
@@ -64,7 +73,10 @@ class RetryPolicy:
         self.retries += 1
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        left = self._settings.attempts - state.attempt_number
         logger.warning(
-            "retrying %s in %.2fs (%d attempts left): %s", what, wait, left, error
+            "retrying %s in %.2fs (attempt %d failed): %s",
+            what,
+            wait,
+            state.attempt_number,
+            error,
         )

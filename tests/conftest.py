@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,21 +55,37 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+DatabaseFactory = Callable[[], Awaitable[str]]
+
+
 @pytest.fixture
-async def database_url(server_url: str) -> AsyncIterator[str]:
-    """Create an empty database for one test and drop it afterwards."""
-    name = f"harvester_test_{uuid.uuid4().hex[:12]}"
+async def database_factory(server_url: str) -> AsyncIterator[DatabaseFactory]:
+    """Return a function that creates an empty database; all are dropped after."""
+    names: list[str] = []
+
+    async def create() -> str:
+        name = f"harvester_test_{uuid.uuid4().hex[:12]}"
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        names.append(name)
+        return with_database(server_url, name)
+
+    yield create
     admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        for name in names:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
-    yield with_database(server_url, name)
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+
+
+@pytest.fixture
+async def database_url(database_factory: DatabaseFactory) -> str:
+    """Return the URL of an empty database for one test."""
+    return await database_factory()
 
 
 def make_settings(
