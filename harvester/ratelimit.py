@@ -13,14 +13,17 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-# On a 429 the rate drops to the rate the API accepted over the last
-# ACCEPTED_WINDOW_S, and at least to this share of itself; at most once per
-# COOLDOWN_S, so that one burst of 429s in flight counts as one signal.
-DECREASE_FACTOR = 0.7
+# The rate limiter judges the API by the answers of the last WINDOW_S seconds.
+WINDOW_S = 2.0
+# When at least this share of them were 429s, the rate drops to a little under
+# the rate the API accepted, at most once per COOLDOWN_S. A lower share is
+# taken as noise: some servers send an occasional 429 under any load.
+THROTTLED_SHARE = 0.1
+MIN_ANSWERS = 10
+BELOW_ACCEPTED = 0.95
 COOLDOWN_S = 1.0
-ACCEPTED_WINDOW_S = 2.0
-# Without 429s the rate climbs back by this share of itself per second, so a
-# limit that was hit is probed again slowly.
+# Without cuts the rate climbs back by this share of itself per second, up to
+# the configured rate, so a limit that was hit is probed again slowly.
 RECOVERY_SHARE_PER_S = 0.05
 MIN_RATE_PER_S = 0.2
 
@@ -28,8 +31,8 @@ MIN_RATE_PER_S = 0.2
 class RateLimiter:
     """Spaces requests `1 / rate` apart, with no burst.
 
-    The rate starts at the configured maximum. A 429 lowers it (the API's limit
-    is not published) and it climbs back while none come. `pause(seconds)`
+    The rate starts at the configured maximum and drops when 429s show that
+    the API's own limit, which is not published, is lower. `pause(seconds)`
     holds every slot until then, so a server's Retry-After holds the whole run.
     """
 
@@ -48,6 +51,7 @@ class RateLimiter:
         self._last_cut = -COOLDOWN_S
         self._last_recovery = clock()
         self._accepted: deque[float] = deque()
+        self._throttled: deque[float] = deque()
 
     async def acquire(self) -> None:
         """Wait for this task's slot."""
@@ -71,28 +75,39 @@ class RateLimiter:
             self._paused_until = until
 
     def accepted(self) -> None:
-        """Count a request the API did not rate limit."""
-        now = self._clock()
-        self._accepted.append(now)
-        while self._accepted and self._accepted[0] < now - ACCEPTED_WINDOW_S:
-            self._accepted.popleft()
+        """Count an answer that was not a 429."""
+        self._record(self._accepted)
 
     def throttled(self) -> None:
-        """Lower the rate after a 429."""
-        now = self._clock()
-        if now - self._last_cut < COOLDOWN_S:
+        """Count a 429, and lower the rate if they are more than noise."""
+        now = self._record(self._throttled)
+        answers = len(self._accepted) + len(self._throttled)
+        if now - self._last_cut < COOLDOWN_S or answers < MIN_ANSWERS:
+            return
+        if len(self._throttled) / answers < THROTTLED_SHARE:
             return
         self._last_cut = now
-        accepted_rate = len(self._accepted) / ACCEPTED_WINDOW_S
-        target = min(self.rate_per_s * DECREASE_FACTOR, accepted_rate)
-        lowered = max(MIN_RATE_PER_S, target)
+        oldest = min(
+            answers[0] for answers in (self._accepted, self._throttled) if answers
+        )
+        span = min(WINDOW_S, max(now - oldest, COOLDOWN_S / 2))
+        accepted_rate = len(self._accepted) / span
+        lowered = max(MIN_RATE_PER_S, accepted_rate * BELOW_ACCEPTED)
         if lowered < self.rate_per_s:
             logger.info(
-                "rate limited: lowering the request rate from %.2f to %.2f per second",
+                "rate limited: request rate lowered from %.2f to %.2f per second",
                 self.rate_per_s,
                 lowered,
             )
             self.rate_per_s = lowered
+
+    def _record(self, answers: deque[float]) -> float:
+        now = self._clock()
+        answers.append(now)
+        for recent in (self._accepted, self._throttled):
+            while recent and recent[0] < now - WINDOW_S:
+                recent.popleft()
+        return now
 
     def _recover(self, now: float) -> None:
         elapsed = now - self._last_recovery
