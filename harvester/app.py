@@ -14,7 +14,14 @@ import aiohttp
 import asyncpg
 
 from harvester.auth import FixedToken, OAuthTokens, TokenSource
-from harvester.buckets import Unit, Window, current_bucket, hour_index, utc_now
+from harvester.buckets import (
+    Unit,
+    Window,
+    bucket_start,
+    current_bucket,
+    hour_index,
+    utc_now,
+)
 from harvester.client import ApiClient
 from harvester.config import Settings
 from harvester.embedded import EmbeddedPostgres
@@ -23,6 +30,7 @@ from harvester.errors import (
     RejectedRequestError,
     RetryableApiError,
     RunLockedError,
+    StorageError,
 )
 from harvester.planner import (
     Range,
@@ -35,7 +43,12 @@ from harvester.ratelimit import RateLimiter
 from harvester.report import RunReport
 from harvester.retry import RetryPolicy
 from harvester.runner import Clock, Runner, outcome_of
-from harvester.store import CONNECT_TIMEOUT_S, Store
+from harvester.store import (
+    CONNECT_TIMEOUT_S,
+    DATABASE_ERRORS,
+    Store,
+    connection_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +67,13 @@ class Api:
 
 @dataclass(frozen=True)
 class RunSpec:
+    """What a run fetches; `recorded_range` is what harvest_runs shows of it."""
+
     kind: str
     metrics: Sequence[str]
     units: Sequence[Unit]
     backfill_range: Range | None = None
+    recorded_range: Range | None = None
 
 
 @asynccontextmanager
@@ -76,7 +92,10 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
 @asynccontextmanager
 async def run_lock(url: str) -> AsyncIterator[None]:
     """Hold the database's run lock, or raise RunLockedError at once."""
-    connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+    try:
+        connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+    except DATABASE_ERRORS as error:
+        raise connection_error(url, error) from error
     try:
         locked = await connection.fetchval(
             "SELECT pg_try_advisory_lock($1)", RUN_LOCK_KEY
@@ -107,12 +126,14 @@ async def open_run(settings: Settings) -> AsyncIterator[Store]:
 
 
 @asynccontextmanager
-async def open_api(settings: Settings, store: Store) -> AsyncIterator[Api]:
+async def open_api(
+    settings: Settings, store: Store, clock: Clock = utc_now
+) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as session:
         policy = RetryPolicy(settings.api)
         tokens: TokenSource = FixedToken(settings.api.access_token)
         if settings.api.uses_oauth:
-            tokens = OAuthTokens(settings.api, session, store, policy)
+            tokens = OAuthTokens(settings.api, session, store, policy, clock)
         limiter = RateLimiter(settings.api.rate_per_s)
         client = ApiClient(session, settings.api, limiter, tokens)
         yield Api(client, policy, tokens)
@@ -147,14 +168,17 @@ def _one_hour(now: datetime) -> Window:
 
 async def harvest(settings: Settings, clock: Clock = utc_now) -> RunReport:
     """Fetch everything since each item's settled history, plus the re-read window."""
-    spec = RunSpec("harvest", settings.harvest.metrics, settings.harvest.units)
-    async with open_run(settings) as store, open_api(settings, store) as api:
+    metrics, units = settings.harvest.metrics, settings.harvest.units
+    async with open_run(settings) as store, open_api(settings, store, clock) as api:
         await preflight(api, settings, clock())
         now = clock()
         streams = []
-        for metric in spec.metrics:
-            for unit in spec.units:
+        for metric in metrics:
+            for unit in units:
                 streams += await plan_harvest(store, settings, metric, unit, now)
+        zone = settings.harvest.zone
+        first = min((bucket_start(s.unit, s.first, zone) for s in streams), default=now)
+        spec = RunSpec("harvest", metrics, units, recorded_range=(first, now))
         return await execute(settings, store, api, spec, streams, clock)
 
 
@@ -176,8 +200,9 @@ async def backfill(
     clock: Clock = utc_now,
 ) -> RunReport:
     """Fetch every bucket of the range, resuming an unfinished run of the same range."""
-    spec = RunSpec("backfill", metrics, units, (range_from, range_to))
-    async with open_run(settings) as store, open_api(settings, store) as api:
+    requested = (range_from, range_to)
+    spec = RunSpec("backfill", metrics, units, requested, requested)
+    async with open_run(settings) as store, open_api(settings, store, clock) as api:
         await preflight(api, settings, clock())
         now = clock()
         streams = []
@@ -231,7 +256,7 @@ async def execute(
     clock: Clock,
 ) -> RunReport:
     """Run the streams and record the run in harvest_runs, whatever its outcome."""
-    range_from, range_to = spec.backfill_range or (None, None)
+    range_from, range_to = spec.recorded_range or (None, None)
     run_id = await store.start_run(
         spec.kind,
         range_from,
@@ -250,9 +275,12 @@ async def execute(
         stopped = isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
         status = "interrupted" if stopped else "failed"
         outcome = outcome_of(runner.totals, api.client, api.policy, status, str(error))
-        await asyncio.shield(store.finish_run(run_id, outcome))
+        try:
+            await asyncio.shield(store.finish_run(run_id, outcome))
+        except StorageError as storage_error:
+            logger.error("run %d could not be recorded: %s", run_id, storage_error)
         raise error from None
-    status = "partial" if totals.failed_items else "ok"
+    status = run_status(totals.failed_items, len(settings.item_ids))
     outcome = outcome_of(totals, api.client, api.policy, status, None)
     await store.finish_run(run_id, outcome)
     report = RunReport(
@@ -269,6 +297,12 @@ async def execute(
     )
     logger.info("%s", report.summary())
     return report
+
+
+def run_status(failed_items: dict[str, list[str]], items: int) -> str:
+    if not failed_items:
+        return "ok"
+    return "failed" if len(failed_items) >= items else "partial"
 
 
 def first_error(error: BaseException) -> BaseException:

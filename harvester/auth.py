@@ -160,6 +160,9 @@ class OAuthTokens:
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _post_grant(self, refresh_token: str) -> TokenPair | None:
+        # NOTE: if the API rotates the pair but its answer is lost on the way,
+        # the retry sends a used refresh token and gets invalid_grant; no
+        # client can recover from that, and the account must be authorised again.
         form = {
             "grant_type": "refresh_token",
             "client_id": self._settings.client_id,

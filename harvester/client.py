@@ -32,8 +32,14 @@ logger = logging.getLogger(__name__)
 # A longer Retry-After is taken as this: an hourly run cannot wait longer.
 MAX_RETRY_AFTER_S = 600.0
 HTML_TITLE_PATTERN = re.compile(rb"<title>([^<]{1,100})</title>", re.I)
-MAX_IDS_PATTERN = re.compile(r"maximum amount of items to query is (\d+)", re.I)
-MAX_LAST_PATTERN = re.compile(r"\blast\b.*\bmaximum\b\D*(\d+)", re.I)
+# A 400 about the request's size rather than an id: its message names `last`,
+# or ids/items, and may give the limit as a standalone number.
+LAST_WORD = re.compile(r"\blast\b", re.I)
+IDS_WORD = re.compile(r"\b(ids|items)\b", re.I)
+LIMIT_WORD = re.compile(
+    r"\b(max|maximum|at most|exceed|exceeds|too many|limit)\b", re.I
+)
+STANDALONE_NUMBER = re.compile(r"(?<![\w.])(\d+)(?![\w.])")
 # A 403 from the API's policy layer is how some endpoints report an expired token.
 POLICY_AGENT_MARKERS = ("PolicyAgent", "PA_UNAUTHORIZED_RESULT_FROM_POLICIES")
 
@@ -136,10 +142,15 @@ class ApiClient:
             self._limiter.accepted()
         if status == 200:
             return body
-        raise self._status_error(status, body, path, retry_after)
+        raise self._status_error(status, body, path, params, retry_after)
 
     def _status_error(
-        self, status: int, body: bytes, path: str, retry_after: str | None
+        self,
+        status: int,
+        body: bytes,
+        path: str,
+        params: dict[str, str],
+        retry_after: str | None,
     ) -> Exception:
         message = error_message(body)
         if status == 429:
@@ -158,20 +169,10 @@ class ApiClient:
             )
         if status == 401 or (status == 403 and is_policy_block(body)):
             return AuthError(f"{status}: {message}", status=status, path=path)
-        too_large = MAX_IDS_PATTERN.search(message)
-        if status == 400 and too_large:
-            return BatchTooLargeError(
-                f"batch too large: {message}",
-                path=path,
-                max_ids=int(too_large.group(1)),
-            )
-        too_long = MAX_LAST_PATTERN.search(message)
-        if status == 400 and too_long:
-            return WindowTooLargeError(
-                f"window too large: {message}",
-                path=path,
-                max_last=int(too_long.group(1)),
-            )
+        if status == 400 and LIMIT_WORD.search(message):
+            size_error = request_size_error(message, path, params)
+            if size_error is not None:
+                return size_error
         if status in (400, 403, 404):
             return RejectedRequestError(
                 f"rejected ({status}): {message}",
@@ -182,6 +183,30 @@ class ApiClient:
         return RetryableApiError(
             f"unexpected status {status}: {message}", status=status, path=path
         )
+
+
+def request_size_error(
+    message: str, path: str, params: dict[str, str]
+) -> BatchTooLargeError | WindowTooLargeError | None:
+    """Read a 400 that limits `last` or the number of ids, if it is one.
+
+    The limit is the first standalone number below what was sent; without
+    one, the caller halves what it sent.
+    """
+    sent_last = int(params.get("last", "0") or 0)
+    sent_ids = len(params.get("ids", "").split(","))
+    numbers = [int(n) for n in STANDALONE_NUMBER.findall(message)]
+    if LAST_WORD.search(message):
+        limit = next((n for n in numbers if 0 < n < sent_last), sent_last // 2)
+        return WindowTooLargeError(
+            f"window too large: {message}", path=path, max_last=limit
+        )
+    if IDS_WORD.search(message) and sent_ids > 1:
+        limit = next((n for n in numbers if 0 < n < sent_ids), sent_ids // 2)
+        return BatchTooLargeError(
+            f"batch too large: {message}", path=path, max_ids=limit
+        )
+    return None
 
 
 def bearer_headers(token: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
@@ -21,6 +20,10 @@ ITEM_ID_PATTERN = re.compile(r"[A-Z]{3}[0-9]{1,15}")
 FIXED_OFFSET_PATTERN = re.compile(r"UTC([+-])([01][0-9]|2[0-3]):([0-5][0-9])")
 MULTI_ID_FORMS = ("guide", "plain", "prefixed")
 OAUTH_KEYS = ("client_id", "client_secret", "refresh_token")
+# Bounds that keep date arithmetic far from the calendar's end.
+MAX_INT = 1_000_000
+MAX_LOOKBACK_DAYS = 3660
+MAX_WINDOW_HOURS = 24 * MAX_LOOKBACK_DAYS
 ENV_OVERRIDES = {
     "HARVESTER_API_URL": ("api", "base_url"),
     "HARVESTER_ACCESS_TOKEN": ("api", "access_token"),
@@ -150,7 +153,7 @@ def load_settings(
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(
             f"config file {str(path)!r} not found: pass --config PATH or copy "
@@ -212,7 +215,7 @@ def build_api(table: dict[str, Any]) -> ApiSettings:
             f"{', '.join(repr(name) for name in MULTI_ID_FORMS)}"
         )
     oauth = build_oauth(table)
-    return ApiSettings(
+    settings = ApiSettings(
         base_url=base_url,
         access_token=str(table.get("access_token", "")),
         client_id=oauth[0],
@@ -222,7 +225,9 @@ def build_api(table: dict[str, Any]) -> ApiSettings:
         rate_per_s=positive(table, "api", "rate_per_s", defaults.rate_per_s),
         concurrency=positive_int(table, "api", "concurrency", defaults.concurrency),
         batch_size=positive_int(table, "api", "batch_size", defaults.batch_size),
-        max_last=positive_int(table, "api", "max_last", defaults.max_last),
+        max_last=positive_int(
+            table, "api", "max_last", defaults.max_last, MAX_WINDOW_HOURS
+        ),
         timeout_s=positive(table, "api", "timeout_s", defaults.timeout_s),
         attempts=positive_int(table, "api", "attempts", defaults.attempts),
         backoff_initial_s=positive(
@@ -231,6 +236,13 @@ def build_api(table: dict[str, Any]) -> ApiSettings:
         backoff_max_s=positive(table, "api", "backoff_max_s", defaults.backoff_max_s),
         multi_id_form=form,
     )
+    if settings.backoff_initial_s > settings.backoff_max_s:
+        raise ConfigError(
+            f"[api] backoff_initial_s {settings.backoff_initial_s} is larger than "
+            f"backoff_max_s {settings.backoff_max_s}: "
+            "lower the first or raise the second"
+        )
+    return settings
 
 
 def check_http_url(url: str, key: str) -> str:
@@ -262,17 +274,34 @@ def build_database(table: dict[str, Any], base_dir: Path) -> DatabaseSettings:
     if not embedded_dir.is_absolute():
         embedded_dir = base_dir / embedded_dir
     url = str(table.get("url", ""))
-    if url and urlsplit(url).scheme not in ("postgresql", "postgres"):
-        raise ConfigError(
-            f"[database] url {mask_url(url)!r} is not a PostgreSQL URL: "
-            "use postgresql://user@host:port/dbname, or leave it empty for the "
-            "embedded server"
-        )
+    if url:
+        check_database_url(url)
     return DatabaseSettings(
         url=url,
         embedded_dir=embedded_dir,
         pool_size=positive_int(table, "database", "pool_size", defaults.pool_size),
     )
+
+
+def check_database_url(url: str) -> None:
+    parts = urlsplit(url)
+    problem = ""
+    if parts.scheme not in ("postgresql", "postgres"):
+        problem = "is not a PostgreSQL URL"
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            problem = "has an invalid port"
+        else:
+            if port == 0:
+                problem = "has an invalid port"
+    if problem:
+        raise ConfigError(
+            f"[database] url {mask_url(url)!r} {problem}: use "
+            "postgresql://user@host:port/dbname, or leave it empty for the "
+            "embedded server"
+        )
 
 
 def build_item_ids(table: dict[str, Any], base_dir: Path) -> tuple[str, ...]:
@@ -296,7 +325,7 @@ def resolve(base_dir: Path, name: str) -> Path:
 def read_ids_file(path: Path) -> list[tuple[str, str]]:
     """Read one item id per line; blank lines and `#` comments are skipped."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(
             f"cannot read the item ids file {str(path)!r} set in [items] file: {error}"
@@ -332,9 +361,15 @@ def build_harvest(table: dict[str, Any]) -> HarvestSettings:
     settings = HarvestSettings(
         metrics=parse_metrics(table.get("metrics", list(defaults.metrics))),
         units=parse_units(table.get("units", [str(u) for u in defaults.units])),
-        lookback_days=positive_int(table, "harvest", "lookback_days", 3),
-        reread_hours=non_negative_int(table, "harvest", "reread_hours", 48),
-        settle_hours=non_negative_int(table, "harvest", "settle_hours", 48),
+        lookback_days=positive_int(
+            table, "harvest", "lookback_days", 3, MAX_LOOKBACK_DAYS
+        ),
+        reread_hours=non_negative_int(
+            table, "harvest", "reread_hours", 48, MAX_WINDOW_HOURS
+        ),
+        settle_hours=non_negative_int(
+            table, "harvest", "settle_hours", 48, MAX_WINDOW_HOURS
+        ),
         time_zone=str(table.get("time_zone", defaults.time_zone)),
     )
     parse_time_zone(settings.time_zone)
@@ -371,25 +406,42 @@ def positive(table: dict[str, Any], name: str, key: str, default: float) -> floa
     if isinstance(value, str):
         value = number_from_text(value, name, key)
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"[{name}] {key} must be a positive number, not {value!r}")
+    if not number or not 0 < value <= MAX_INT:
+        raise ConfigError(
+            f"[{name}] {key} must be a number above 0 and at most {MAX_INT}, "
+            f"not {value!r}"
+        )
     return float(value)
 
 
-def positive_int(table: dict[str, Any], name: str, key: str, default: int) -> int:
-    value = non_negative_int(table, name, key, default)
-    if value == 0:
-        raise ConfigError(f"[{name}] {key} must be a positive whole number, not 0")
-    return value
+def positive_int(
+    table: dict[str, Any], name: str, key: str, default: int, maximum: int = MAX_INT
+) -> int:
+    return bounded_int(table, name, key, default, 1, maximum)
 
 
-def non_negative_int(table: dict[str, Any], name: str, key: str, default: int) -> int:
+def non_negative_int(
+    table: dict[str, Any], name: str, key: str, default: int, maximum: int = MAX_INT
+) -> int:
+    return bounded_int(table, name, key, default, 0, maximum)
+
+
+def bounded_int(
+    table: dict[str, Any],
+    name: str,
+    key: str,
+    default: int,
+    minimum: int,
+    maximum: int,
+) -> int:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not whole or not minimum <= value <= maximum:
         raise ConfigError(
-            f"[{name}] {key} must be a whole number of at least 0, not {value!r}"
+            f"[{name}] {key} must be a whole number from {minimum} to {maximum}, "
+            f"not {value!r}"
         )
-    return value
+    return int(value)
 
 
 def number_from_text(text: str, name: str, key: str) -> float:

@@ -22,7 +22,7 @@ class RunReport:
     retries: int
     rows_inserted: int
     rows_changed: int
-    failed_items: dict[str, str] = field(default_factory=dict)
+    failed_items: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         failed = len(self.failed_items)
@@ -32,11 +32,19 @@ class RunReport:
             f"{self.rows_inserted} rows inserted, {self.rows_changed} changed; "
             f"{self.items - failed} items ok, {failed} failed"
         ]
-        reasons = Counter(reason_kind(r) for r in self.failed_items.values())
+        reasons = Counter(
+            reason_kind(reason)
+            for item_reasons in self.failed_items.values()
+            for reason in item_reasons
+        )
         for reason, count in reasons.most_common():
-            lines.append(f"  {count} failed with {reason}")
-        for item_id, reason in sorted(self.failed_items.items())[:LISTED_FAILURES]:
-            lines.append(f"  {item_id}: {reason}")
+            lines.append(f"  {count} x {reason}")
+        listed = sorted(self.failed_items.items())[:LISTED_FAILURES]
+        for item_id, item_reasons in listed:
+            line = f"  {item_id}: {item_reasons[0]}"
+            if len(item_reasons) > 1:
+                line += f" (and {len(item_reasons) - 1} more)"
+            lines.append(line)
         if failed > LISTED_FAILURES:
             more = failed - LISTED_FAILURES
             lines.append(f"  ... and {more} more in harvest_runs.failed_items")

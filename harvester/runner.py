@@ -32,14 +32,13 @@ class RunTotals:
     rows_inserted: int = 0
     rows_changed: int = 0
     windows: int = 0
-    failed_items: dict[str, str] = field(default_factory=dict)
+    # item id -> one reason per metric and unit that failed
+    failed_items: dict[str, list[str]] = field(default_factory=dict)
 
     def record_failures(self, stream: Stream, failed: dict[str, str]) -> None:
         for item_id, reason in failed.items():
-            key = item_id
-            self.failed_items.setdefault(
-                key, f"{stream.metric}/{stream.unit}: {reason}"
-            )
+            reasons = self.failed_items.setdefault(item_id, [])
+            reasons.append(f"{stream.metric}/{stream.unit}: {reason}")
 
 
 class Runner:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
@@ -51,6 +52,46 @@ class BucketChunk:
     progress: ProgressUpdate
 
 
+# Errors of a connection that broke, after which a new one may work.
+CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+)
+DATABASE_ERRORS = (
+    *CONNECTION_ERRORS,
+    TimeoutError,
+    ValueError,
+    OverflowError,
+    asyncpg.PostgresError,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate_errors(
+    action: str,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Turn asyncpg and socket errors of a store method into StorageError."""
+
+    def decorate(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(method)
+        async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return await method(*args, **kwargs)
+            except DATABASE_ERRORS as error:
+                raise StorageError(
+                    f"{action} failed: {type(error).__name__}: {error}; check that "
+                    "PostgreSQL is running and reachable, then run again"
+                ) from error
+
+        return translated
+
+    return decorate
+
+
 @dataclass(frozen=True)
 class TokenPair:
     """An OAuth access token, its expiry and the refresh token that replaces it."""
@@ -68,6 +109,7 @@ class LockedTokens:
         self._client_id = client_id
         self.pair = pair
 
+    @translate_errors("saving the refreshed token pair")
     async def save(self, pair: TokenPair) -> None:
         await self._connection.execute(
             """UPDATE oauth_tokens SET access_token = $2, refresh_token = $3,
@@ -215,20 +257,34 @@ class Store:
                 timeout=CONNECT_TIMEOUT_S,
                 init=prepare_connection,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        except DATABASE_ERRORS as error:
             raise connection_error(url, error) from error
         return cls(pool, url)
 
     async def close(self) -> None:
         await self._pool.close()
 
+    @translate_errors("writing buckets")
     async def write(self, chunk: BucketChunk) -> WriteCounts:
-        """Upsert a chunk's buckets and extend progress in one transaction."""
-        table, column = TABLES[chunk.unit]
+        """Upsert a chunk's buckets and extend progress in one transaction.
+
+        A connection lost before the commit rolls the transaction back, so the
+        write is tried once more on a new connection.
+        """
         records = [
             (item_id, chunk.metric, bucket_value(chunk.unit, index), total, settled)
             for item_id, index, total, settled in chunk.rows
         ]
+        try:
+            return await self._write_once(chunk, records)
+        except CONNECTION_ERRORS as error:
+            logger.warning("connection lost while writing, writing again: %s", error)
+            return await self._write_once(chunk, records)
+
+    async def _write_once(
+        self, chunk: BucketChunk, records: Sequence[tuple[object, ...]]
+    ) -> WriteCounts:
+        table, column = TABLES[chunk.unit]
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.copy_records_to_table(
                 f"staging_{table}",
@@ -252,6 +308,7 @@ class Store:
                 sql, ids, chunk.metric, chunk.unit.value, until, since, *range_args
             )
 
+    @translate_errors("reading harvest progress")
     async def load_progress(
         self, metric: str, unit: Unit, ids: Sequence[str]
     ) -> dict[str, int]:
@@ -265,6 +322,7 @@ class Store:
         )
         return {row["item_id"]: progress_index(unit, row["until"]) for row in rows}
 
+    @translate_errors("reading backfill progress")
     async def load_backfill_progress(
         self, backfill_range: tuple[datetime, datetime], metric: str, unit: Unit
     ) -> dict[str, int]:
@@ -279,6 +337,7 @@ class Store:
         )
         return {row["item_id"]: progress_index(unit, row["until"]) for row in rows}
 
+    @translate_errors("clearing backfill progress")
     async def forget_backfill(
         self,
         backfill_range: tuple[datetime, datetime],
@@ -295,6 +354,7 @@ class Store:
             [unit.value for unit in units],
         )
 
+    @translate_errors("reading the stored token pair")
     async def read_tokens(self, client_id: str) -> TokenPair | None:
         row = await self._pool.fetchrow(
             """SELECT access_token, refresh_token, expires_at FROM oauth_tokens
@@ -312,6 +372,19 @@ class Store:
         Other processes wait at this lock while one refreshes, then read the
         pair it stored. The pair is committed as soon as the block ends.
         """
+        try:
+            async with self._locked_token_row(client_id, seed_refresh_token) as row:
+                yield row
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise StorageError(
+                f"locking the stored token pair failed: {error}; check that "
+                "PostgreSQL is running and reachable, then run again"
+            ) from error
+
+    @asynccontextmanager
+    async def _locked_token_row(
+        self, client_id: str, seed_refresh_token: str
+    ) -> AsyncIterator[LockedTokens]:
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 """INSERT INTO oauth_tokens
@@ -328,6 +401,7 @@ class Store:
             )
             yield LockedTokens(connection, client_id, TokenPair(*row.values()))
 
+    @translate_errors("closing abandoned runs")
     async def close_abandoned_runs(self) -> int:
         """Mark runs still `running` as abandoned; call it holding the run lock."""
         result = await self._pool.execute(
@@ -337,6 +411,7 @@ class Store:
         )
         return int(result.split()[-1])
 
+    @translate_errors("recording the run start")
     async def start_run(
         self,
         kind: str,
@@ -359,6 +434,7 @@ class Store:
         )
         return int(run_id)
 
+    @translate_errors("recording the run outcome")
     async def finish_run(self, run_id: int, outcome: dict[str, Any]) -> None:
         await self._pool.execute(
             """UPDATE harvest_runs SET ended_at = now(), status = $2,
@@ -379,11 +455,11 @@ class Store:
 async def migrate(url: str) -> list[str]:
     try:
         connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+    except DATABASE_ERRORS as error:
         raise connection_error(url, error) from error
     try:
         return await apply_migrations(connection)
-    except asyncpg.PostgresError as error:
+    except DATABASE_ERRORS as error:
         raise StorageError(f"applying migrations failed: {error}") from error
     finally:
         await connection.close()

@@ -302,6 +302,7 @@ async def test_killed_backfill_resumes_exactly(
         ("inverted range", 2, "is not after --from"),
         ("future range", 2, "is in the future"),
         ("no items", 2, "no items configured"),
+        ("database port", 2, "has an invalid port"),
         ("unreachable database", 3, "cannot connect to PostgreSQL"),
         ("unknown database role", 3, "rejected the credentials"),
         ("unreachable api", 4, "cannot reach the API"),
@@ -371,6 +372,9 @@ def bad_input_args(
     if case == "no items":
         (folder / "items.txt").write_text("# nothing yet\n")
         return [*good, "harvest"]
+    if case == "database port":
+        write_config(folder, api_url, "postgresql://postgres@127.0.0.1:notaport/x", ids)
+        return [*good, *backfill]
     if case == "unreachable database":
         closed = "postgresql://postgres@127.0.0.1:1/absent"
         write_config(folder, api_url, closed, ids)

@@ -384,7 +384,9 @@ def test_non_positive_rate_error(tmp_path: Path, value: str) -> None:
 def test_zero_rate_message_names_value(tmp_path: Path) -> None:
     message = config_error(tmp_path, "[api]\nrate_per_s = 0\n")
 
-    assert message == "[api] rate_per_s must be a positive number, not 0"
+    assert message == (
+        "[api] rate_per_s must be a number above 0 and at most 1000000, not 0"
+    )
 
 
 def test_nan_rate_error(tmp_path: Path) -> None:
@@ -531,3 +533,13 @@ def test_repr_hides_query_password() -> None:
     settings = DatabaseSettings(url="postgresql://u@127.0.0.1/db?password=s3cret")
 
     assert "s3cret" not in repr(settings)
+
+
+def test_ids_file_with_byte_order_mark(tmp_path: Path) -> None:
+    (tmp_path / "items.txt").write_bytes(b"\xef\xbb\xbfMLA1\r\nMLA2\r\n")
+    config = tmp_path / "harvester.toml"
+    config.write_text('[items]\nfile = "items.txt"\n')
+
+    settings = load_settings(config, environ={})
+
+    assert settings.item_ids == ("MLA1", "MLA2")
