@@ -133,6 +133,18 @@ def bucket_value(unit: Unit, index: int) -> datetime | date:
     return hour_start(index) if unit is Unit.HOUR else day_of(index)
 
 
+def bucket_records(chunk: BucketChunk) -> list[tuple[object, ...]]:
+    """Return COPY records of a chunk's rows; each bucket's value is built once."""
+    values: dict[int, datetime | date] = {}
+    records: list[tuple[object, ...]] = []
+    for item_id, index, total, settled in chunk.rows:
+        value = values.get(index)
+        if value is None:
+            value = values[index] = bucket_value(chunk.unit, index)
+        records.append((item_id, chunk.metric, value, total, settled, chunk.fetched_at))
+    return records
+
+
 def progress_instant(unit: Unit, index: int) -> datetime:
     """Return the instant stored in harvest_progress for a bucket index."""
     if unit is Unit.HOUR:
@@ -151,22 +163,28 @@ def upsert_sql(unit: Unit) -> str:
     """Insert new buckets and update only those whose total or settled flag changed.
 
     Unchanged rows are filtered out before ON CONFLICT, which would otherwise lock
-    them, and the WHERE on the update keeps a re-read of equal values free of writes.
+    them (a WAL record each), and the WHERE on the update skips equal values. The
+    filter looks each row up through a LATERAL ... LIMIT 1, which always plans as
+    an index probe: a plain join was planned as a hash join over the whole table.
     """
     table, column = TABLES[unit]
     return f"""
         WITH changed AS (
-            SELECT s.item_id, s.metric, s.{column}, s.total, s.settled
+            SELECT s.item_id, s.metric, s.{column}, s.total, s.settled, s.fetched_at
             FROM staging_{table} s
-            LEFT JOIN {table} t
-              ON t.item_id = s.item_id AND t.metric = s.metric
-             AND t.{column} = s.{column}
-            WHERE t.item_id IS NULL
-               OR (t.total, t.settled) IS DISTINCT FROM (s.total, s.settled)
+            LEFT JOIN LATERAL (
+                SELECT t.total, t.settled FROM {table} t
+                WHERE t.item_id = s.item_id AND t.metric = s.metric
+                  AND t.{column} = s.{column}
+                LIMIT 1
+            ) stored ON true
+            WHERE stored.total IS NULL
+               OR (stored.total, stored.settled)
+                  IS DISTINCT FROM (s.total, s.settled)
         ), written AS (
             INSERT INTO {table} AS t
                 (item_id, metric, {column}, total, settled, fetched_at)
-            SELECT item_id, metric, {column}, total, settled, $1 FROM changed
+            SELECT item_id, metric, {column}, total, settled, fetched_at FROM changed
             ON CONFLICT (item_id, metric, {column}) DO UPDATE
             SET total = EXCLUDED.total,
                 settled = EXCLUDED.settled,
@@ -224,13 +242,21 @@ def progress_statement(update: ProgressUpdate) -> tuple[str, tuple[datetime, ...
 
 
 async def prepare_connection(connection: asyncpg.Connection) -> None:
-    """Create this connection's staging tables, emptied at every commit."""
+    """Create this connection's staging tables, emptied at every commit.
+
+    Prepared statements are planned at every execution: a plan cached while
+    item_hourly was small would scan the whole table once it is large.
+    """
+    await connection.execute("SET plan_cache_mode = force_custom_plan")
+    # Losing the last commits in a server crash is safe here: each commit carries
+    # its own progress, so what is lost is fetched again by the next run.
+    await connection.execute("SET synchronous_commit = off")
     for table, column in TABLES.values():
         kind = "timestamptz" if column == "hour" else "date"
         await connection.execute(
             f"""CREATE TEMP TABLE IF NOT EXISTS staging_{table} (
                     item_id text, metric text, {column} {kind},
-                    total integer, settled boolean
+                    total integer, settled boolean, fetched_at timestamptz
                 ) ON COMMIT DELETE ROWS"""
         )
 
@@ -271,10 +297,7 @@ class Store:
         A connection lost before the commit rolls the transaction back, so the
         write is tried once more on a new connection.
         """
-        records = [
-            (item_id, chunk.metric, bucket_value(chunk.unit, index), total, settled)
-            for item_id, index, total, settled in chunk.rows
-        ]
+        records = bucket_records(chunk)
         try:
             return await self._write_once(chunk, records)
         except CONNECTION_ERRORS as error:
@@ -285,16 +308,49 @@ class Store:
         self, chunk: BucketChunk, records: Sequence[tuple[object, ...]]
     ) -> WriteCounts:
         table, column = TABLES[chunk.unit]
+        columns = ["item_id", "metric", column, "total", "settled", "fetched_at"]
         async with self._pool.acquire() as connection, connection.transaction():
-            await connection.copy_records_to_table(
-                f"staging_{table}",
-                records=records,
-                columns=["item_id", "metric", column, "total", "settled"],
-            )
-            row = await connection.fetchrow(upsert_sql(chunk.unit), chunk.fetched_at)
+            if await self._holds_none(connection, chunk):
+                # Nothing to conflict with: COPY straight into the table.
+                await connection.copy_records_to_table(
+                    table, records=records, columns=columns
+                )
+                counts = WriteCounts(inserted=len(records), changed=0)
+            else:
+                await connection.copy_records_to_table(
+                    f"staging_{table}", records=records, columns=columns
+                )
+                row = await connection.fetchrow(upsert_sql(chunk.unit))
+                counts = WriteCounts(inserted=row["inserted"], changed=row["changed"])
             await self._extend_progress(connection, chunk)
-        assert row is not None
-        return WriteCounts(inserted=row["inserted"], changed=row["changed"])
+        return counts
+
+    async def _holds_none(
+        self, connection: asyncpg.Connection, chunk: BucketChunk
+    ) -> bool:
+        """Return whether no stored bucket of the chunk's items lies in its range.
+
+        Only one run writes at a time (the run lock), so the answer holds until
+        the transaction commits.
+        """
+        if not chunk.rows:
+            return True
+        table, column = TABLES[chunk.unit]
+        ids = list({row[0] for row in chunk.rows})
+        first = min(row[1] for row in chunk.rows)
+        last = max(row[1] for row in chunk.rows)
+        stored = await connection.fetchval(
+            f"""SELECT EXISTS (
+                    SELECT 1 FROM {table}
+                    WHERE item_id = ANY($1::text[]) AND metric = $2
+                      AND {column} BETWEEN $3 AND $4
+                )""",
+            ids,
+            chunk.metric,
+            bucket_value(chunk.unit, first),
+            bucket_value(chunk.unit, last),
+        )
+        return not stored
 
     async def _extend_progress(
         self, connection: asyncpg.Connection, chunk: BucketChunk
