@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -157,12 +156,18 @@ def read_results(
     answer's window are accepted; the caller keeps only the requested window.
     """
     reported: dict[int, int] = {}
+    # This loop runs once per bucket of every answer, so it avoids calls.
+    known_labels = LABEL_INDEXES[unit]
     for row in results:
-        if not isinstance(row, dict):
+        if type(row) is not dict:
             raise InvalidAnswerError(f"result row of {item_id} is not an object")
-        index = label_index(row.get("date"), unit, item_id)
+        label = row.get("date")
+        index = known_labels.get(label) if type(label) is str else None
+        if index is None:
+            index = remember_label(label, unit, item_id)
         total = row.get("total")
-        if not is_count(total):
+        # type() rather than isinstance(): a bool is not a count.
+        if type(total) is not int or total < 0:
             raise InvalidAnswerError(
                 f"result of {item_id} at {row.get('date')} has invalid total {total!r}"
             )
@@ -173,8 +178,22 @@ def read_results(
             )
         if index in reported:
             raise InvalidAnswerError(f"result of {item_id} repeats {row.get('date')}")
-        reported[index] = int(total)  # type: ignore[arg-type]  # checked by is_count
+        reported[index] = total
     return reported
+
+
+# Bucket index of every label seen, per unit; answers repeat the same labels.
+LABEL_INDEXES: dict[Unit, dict[str, int]] = {Unit.HOUR: {}, Unit.DAY: {}}
+MAX_REMEMBERED_LABELS = 100_000
+
+
+def remember_label(label: object, unit: Unit, item_id: str) -> int:
+    index = label_index(label, unit, item_id)
+    known = LABEL_INDEXES[unit]
+    if len(known) >= MAX_REMEMBERED_LABELS:
+        known.clear()
+    known[label] = index  # type: ignore[index]  # label_index checked it is a str
+    return index
 
 
 def is_count(value: object) -> bool:
@@ -192,7 +211,6 @@ def label_index(label: object, unit: Unit, item_id: str) -> int:
         ) from None
 
 
-@lru_cache(maxsize=65536)
 def parse_label(label: str, unit: Unit) -> int:
     """Return the bucket index of a label; raises ValueError for a bad one.
 

@@ -13,18 +13,25 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-# The rate limiter judges the API by the answers of the last WINDOW_S seconds.
+# The limiter judges the API by what happened in the last WINDOW_S seconds and
+# changes the rate at most once per window, so a burst of 429s already in
+# flight counts once.
 WINDOW_S = 2.0
-# When at least this share of them were 429s, the rate drops to a little under
-# the rate the API accepted, at most once per COOLDOWN_S. A lower share is
-# taken as noise: some servers send an occasional 429 under any load.
-THROTTLED_SHARE = 0.1
+# Many 429s (more than this share of at least MIN_ANSWERS answers) mean the
+# rate is far above the API's limit: it drops to a little under what the API
+# accepted. The rates are measured over at least MIN_SPAN_S.
+SEVERE_SHARE = 0.1
 MIN_ANSWERS = 10
+MIN_SPAN_S = 0.1
 BELOW_ACCEPTED = 0.95
-COOLDOWN_S = 1.0
+# A few 429s while requests go out at the full rate mean the limit was just
+# crossed: the rate steps down. While demand is below the rate, a stray 429
+# says nothing about the rate and is ignored.
+STEP_DOWN = 0.9
+RATE_BOUND_SHARE = 0.8
 # Without cuts the rate climbs back by this share of itself per second, up to
 # the configured rate, so a limit that was hit is probed again slowly.
-RECOVERY_SHARE_PER_S = 0.05
+RECOVERY_SHARE_PER_S = 0.01
 MIN_RATE_PER_S = 0.2
 
 
@@ -48,8 +55,9 @@ class RateLimiter:
         self._sleep = sleep
         self._next_slot = 0.0
         self._paused_until = 0.0
-        self._last_cut = -COOLDOWN_S
+        self._last_cut = -WINDOW_S
         self._last_recovery = clock()
+        self._sent: deque[float] = deque()
         self._accepted: deque[float] = deque()
         self._throttled: deque[float] = deque()
 
@@ -60,11 +68,11 @@ class RateLimiter:
             self._recover(now)
             start = max(now, self._next_slot, self._paused_until)
             self._next_slot = start + 1.0 / self.rate_per_s
-            if start <= now:
-                return
-            await self._sleep(start - now)
+            if start > now:
+                await self._sleep(start - now)
             # A pause may have come in while this task slept.
             if self._clock() >= self._paused_until:
+                self._record(self._sent)
                 return
 
     def pause(self, seconds: float) -> None:
@@ -79,32 +87,41 @@ class RateLimiter:
         self._record(self._accepted)
 
     def throttled(self) -> None:
-        """Count a 429, and lower the rate if they are more than noise."""
+        """Count a 429 and lower the rate if it says the rate is too high."""
         now = self._record(self._throttled)
-        answers = len(self._accepted) + len(self._throttled)
-        if now - self._last_cut < COOLDOWN_S or answers < MIN_ANSWERS:
+        if now - self._last_cut < WINDOW_S:
             return
-        if len(self._throttled) / answers < THROTTLED_SHARE:
-            return
-        self._last_cut = now
-        oldest = min(
-            answers[0] for answers in (self._accepted, self._throttled) if answers
-        )
-        span = min(WINDOW_S, max(now - oldest, COOLDOWN_S / 2))
-        accepted_rate = len(self._accepted) / span
-        lowered = max(MIN_RATE_PER_S, accepted_rate * BELOW_ACCEPTED)
-        if lowered < self.rate_per_s:
+        lowered = self._lowered_rate(now)
+        if lowered is not None and lowered < self.rate_per_s:
             logger.info(
                 "rate limited: request rate lowered from %.2f to %.2f per second",
                 self.rate_per_s,
                 lowered,
             )
             self.rate_per_s = lowered
+            self._last_cut = now
 
-    def _record(self, answers: deque[float]) -> float:
+    def _lowered_rate(self, now: float) -> float | None:
+        answers = len(self._accepted) + len(self._throttled)
+        span = min(WINDOW_S, max(now - self._oldest(), MIN_SPAN_S))
+        if answers >= MIN_ANSWERS and len(self._throttled) > SEVERE_SHARE * answers:
+            accepted_rate = len(self._accepted) / span
+            return max(MIN_RATE_PER_S, accepted_rate * BELOW_ACCEPTED)
+        sent_rate = len(self._sent) / span
+        if sent_rate >= RATE_BOUND_SHARE * self.rate_per_s:
+            return max(MIN_RATE_PER_S, self.rate_per_s * STEP_DOWN)
+        return None
+
+    def _oldest(self) -> float:
+        return min(events[0] for events in self._windows() if events)
+
+    def _windows(self) -> tuple[deque[float], ...]:
+        return (self._sent, self._accepted, self._throttled)
+
+    def _record(self, events: deque[float]) -> float:
         now = self._clock()
-        answers.append(now)
-        for recent in (self._accepted, self._throttled):
+        events.append(now)
+        for recent in self._windows():
             while recent and recent[0] < now - WINDOW_S:
                 recent.popleft()
         return now

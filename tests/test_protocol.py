@@ -797,6 +797,8 @@ INVALID_ENTRIES = {
     "date after window": (add_row(hour_label(FIRST + 5), 2), "outside"),
     "date off the hour": (add_row("2026-11-20T01:30:00Z", 2), "whole hour"),
     "date without offset": (add_row("2026-11-20T05:00:00", 2), "offset"),
+    "date as list": (add_row(["2026-11-20T05:00:00Z"], 2), "invalid date"),  # type: ignore[arg-type]
+    "date as number": (add_row(1764000000, 2), "invalid date"),  # type: ignore[arg-type]
     "results missing": (drop_key("results"), "no results list"),
     "results not list": (set_key("results", {}), "no results list"),
     "date_from missing": (drop_key("date_from"), "invalid date None"),

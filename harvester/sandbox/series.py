@@ -1,5 +1,6 @@
 """Series objects: bucket values of a window, rendered with the configured quirks."""
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime
@@ -7,7 +8,7 @@ from typing import Any
 
 from harvester.sandbox.settings import DayLabel
 from harvester.sandbox.traffic import Traffic
-from harvester.sandbox.window import Window, bucket_label
+from harvester.sandbox.window import Unit, Window, bucket_label
 
 
 @dataclass(frozen=True)
@@ -83,5 +84,13 @@ def _results(window: Window, values: list[int], style: SeriesStyle) -> list[Any]
     return results
 
 
+@functools.lru_cache(maxsize=65536)
+def _cached_label(
+    instant: datetime, unit: Unit, day_label: DayLabel, day_offset_hours: int
+) -> str:
+    return bucket_label(instant, unit, day_label, day_offset_hours)
+
+
 def _label(instant: datetime, window: Window, style: SeriesStyle) -> str:
-    return bucket_label(instant, window.unit, style.day_label, style.day_offset_hours)
+    # A multi-id answer labels the same buckets once per item.
+    return _cached_label(instant, window.unit, style.day_label, style.day_offset_hours)
