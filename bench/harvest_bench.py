@@ -305,13 +305,13 @@ def rate_adherence(server_url: str, items: int) -> list[str]:
 
 
 def rate_row(configured: float, run: ChildRun, poller: StatsPoller) -> str:
-    """Summarise answers over time: 429s before and after settling, rate after."""
+    """Summarise responses over time: 429s before and after settling, rate after."""
     samples = poller.samples
     last = samples[-1]
     total = last.ok + last.throttled
     share = last.throttled / total if total else 0.0
     # Settled: from the first sample after which every 5 s stretch has under
-    # 2% of its answers as 429s.
+    # 2% of its responses as 429s.
     settled_at = samples[-1].at_s
     for index in range(len(samples) - 1, -1, -1):
         if stretch_429_share(samples, index) >= 0.02:

@@ -145,7 +145,7 @@ class StatsSample:
 
 @dataclass
 class StatsPoller:
-    """Samples the sandbox's answer counters every `interval_s` in a thread."""
+    """Samples the sandbox's response counters every `interval_s` in a thread."""
 
     sandbox: Sandbox
     interval_s: float = 0.5

@@ -67,7 +67,11 @@ class Api:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What a run fetches; `recorded_range` is what harvest_runs shows of it."""
+    """The kind, metrics, units and range of a run.
+
+    `backfill_range` drives a backfill's progress; `recorded_range` is the range
+    written to harvest_runs, for a harvest too.
+    """
 
     kind: str
     metrics: Sequence[str]

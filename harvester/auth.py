@@ -160,7 +160,7 @@ class OAuthTokens:
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _post_grant(self, refresh_token: str) -> TokenPair | None:
-        # NOTE: if the API rotates the pair but its answer is lost on the way,
+        # NOTE: if the API rotates the pair but its response is lost on the way,
         # the retry sends a used refresh token and gets invalid_grant; no
         # client can recover from that, and the account must be authorised again.
         form = {
@@ -201,9 +201,9 @@ class OAuthTokens:
         refresh = document.get("refresh_token")
         expires_in = document.get("expires_in")
         if not (isinstance(access, str) and access and isinstance(refresh, str)):
-            raise RetryableApiError("token refresh answer lacks the token pair")
+            raise RetryableApiError("token refresh response lacks the token pair")
         if not isinstance(expires_in, int) or isinstance(expires_in, bool):
-            raise RetryableApiError("token refresh answer lacks expires_in")
+            raise RetryableApiError("token refresh response lacks expires_in")
         expires_at = self._now() + timedelta(seconds=expires_in)
         return TokenPair(access, refresh, expires_at)
 

@@ -4,10 +4,10 @@ HarvesterError
  +-- ConfigError        the config, an environment override or an argument is invalid
  +-- StorageError       PostgreSQL is unreachable, rejects the login or fails
  +-- RunLockedError     another harvest or backfill holds the run lock
- +-- ApiError           the API answered with an error or an unusable body
+ +-- ApiError           the API returned an error or an unusable body
       +-- RetryableApiError   worth another attempt: 429, 5xx, timeouts, bad bodies
       |    +-- RateLimitedError    429, with the server's Retry-After if it sent one
-      |    +-- InvalidAnswerError  a 200 whose body is malformed or fails validation
+      |    +-- InvalidResponseError a 200 whose body is malformed or fails validation
       +-- RejectedRequestError  400, 403 or 404: retrying the same request cannot help
       |    +-- BatchTooLargeError  the API's limit on ids per request was exceeded
       |    +-- WindowTooLargeError the API's limit on `last` was exceeded
@@ -54,7 +54,7 @@ class RateLimitedError(RetryableApiError):
         self.retry_after_s = retry_after_s
 
 
-class InvalidAnswerError(RetryableApiError):
+class InvalidResponseError(RetryableApiError):
     """Raised when a 200 body is not JSON or fails validation."""
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from harvester.answers import BatchAnswer, parse_batch
 from harvester.buckets import Unit, Window
 from harvester.client import ApiClient
 from harvester.errors import (
@@ -12,6 +11,7 @@ from harvester.errors import (
     RejectedRequestError,
     WindowTooLargeError,
 )
+from harvester.responses import BatchResponse, parse_batch
 from harvester.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class BatchFetcher:
 
     async def fetch(
         self, metric: str, unit: Unit, ids: list[str], window: Window, ending: str
-    ) -> BatchAnswer:
+    ) -> BatchResponse:
         """Return totals of the ids that succeeded and a reason for each that failed.
 
         Raises RetryableApiError when the attempts run out for the whole batch,
@@ -48,7 +48,7 @@ class BatchFetcher:
 
     async def _fetch_once(
         self, metric: str, unit: Unit, ids: list[str], window: Window, ending: str
-    ) -> BatchAnswer:
+    ) -> BatchResponse:
         what = f"{metric}/{unit} of {len(ids)} items ending {ending}"
         async for attempt in self._policy.retrying(what):
             with attempt:
@@ -67,14 +67,14 @@ class BatchFetcher:
         ending: str,
         error: RejectedRequestError,
         part_size: int | None = None,
-    ) -> BatchAnswer:
+    ) -> BatchResponse:
         """Fetch `ids` again in parts: halves by default, to corner one bad id."""
         if len(ids) == 1:
             logger.warning("item %s skipped: %s", ids[0], error)
-            return BatchAnswer(failed={ids[0]: error.reason})
+            return BatchResponse(failed={ids[0]: error.reason})
         size = part_size or (len(ids) + 1) // 2
         logger.debug("splitting rejected batch of %d ids: %s", len(ids), error)
-        answer = BatchAnswer()
+        answer = BatchResponse()
         for start in range(0, len(ids), size):
             part = await self.fetch(
                 metric, unit, ids[start : start + size], window, ending

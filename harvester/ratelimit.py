@@ -17,11 +17,11 @@ Sleep = Callable[[float], Awaitable[None]]
 # changes the rate at most once per window, so a burst of 429s already in
 # flight counts once.
 WINDOW_S = 2.0
-# Many 429s (more than this share of at least MIN_ANSWERS answers) mean the
+# Many 429s (more than this share of at least MIN_RESPONSES responses) mean the
 # rate is far above the API's limit: it drops to a little under what the API
 # accepted. The rates are measured over at least MIN_SPAN_S.
 SEVERE_SHARE = 0.1
-MIN_ANSWERS = 10
+MIN_RESPONSES = 10
 MIN_SPAN_S = 0.1
 BELOW_ACCEPTED = 0.95
 # A few 429s while requests go out at the full rate mean the limit was just
@@ -83,11 +83,11 @@ class RateLimiter:
             self._paused_until = until
 
     def accepted(self) -> None:
-        """Count an answer that was not a 429."""
+        """Count a response that was not a 429."""
         self._record(self._accepted)
 
     def throttled(self) -> None:
-        """Count a 429 and lower the rate if it says the rate is too high."""
+        """Count a 429 and lower the rate if it shows the rate is too high."""
         now = self._record(self._throttled)
         if now - self._last_cut < WINDOW_S:
             return
@@ -102,9 +102,10 @@ class RateLimiter:
             self._last_cut = now
 
     def _lowered_rate(self, now: float) -> float | None:
-        answers = len(self._accepted) + len(self._throttled)
+        responses = len(self._accepted) + len(self._throttled)
         span = min(WINDOW_S, max(now - self._oldest(), MIN_SPAN_S))
-        if answers >= MIN_ANSWERS and len(self._throttled) > SEVERE_SHARE * answers:
+        severe = len(self._throttled) > SEVERE_SHARE * responses
+        if responses >= MIN_RESPONSES and severe:
             accepted_rate = len(self._accepted) / span
             return max(MIN_RATE_PER_S, accepted_rate * BELOW_ACCEPTED)
         sent_rate = len(self._sent) / span

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from harvester.answers import BatchAnswer
 from harvester.buckets import Window, settled_before, utc_now
 from harvester.client import ApiClient
 from harvester.config import Settings
 from harvester.errors import RetryableApiError, WindowTooLargeError
 from harvester.fetch import BatchFetcher
 from harvester.planner import Stream, batches
+from harvester.responses import BatchResponse
 from harvester.retry import RetryPolicy
 from harvester.store import BucketChunk, ProgressUpdate, Store
 
@@ -27,7 +27,7 @@ Clock = Callable[[], datetime]
 
 @dataclass
 class RunTotals:
-    """What a run did, as recorded in harvest_runs."""
+    """Rows written and items failed by a run, as recorded in harvest_runs."""
 
     rows_inserted: int = 0
     rows_changed: int = 0
@@ -125,7 +125,7 @@ class Runner:
 
     async def _fetch(
         self, stream: Stream, ids: list[str], window: Window
-    ) -> BatchAnswer:
+    ) -> BatchResponse:
         ending = window.ending_param(self._settings.harvest.zone)
         try:
             return await self._fetcher.fetch(
@@ -142,13 +142,13 @@ class Runner:
                 error,
             )
             reason = f"gave up after {self._settings.api.attempts} attempts: {error}"
-            return BatchAnswer(failed=dict.fromkeys(ids, reason))
+            return BatchResponse(failed=dict.fromkeys(ids, reason))
 
     def _chunk(
         self,
         stream: Stream,
         window: Window,
-        answer: BatchAnswer,
+        answer: BatchResponse,
         fetched_at: datetime,
     ) -> BucketChunk:
         harvest = self._settings.harvest
@@ -177,7 +177,7 @@ class Runner:
 
 
 def covered_until(totals: dict[int, int], window: Window) -> int | None:
-    """Return where the answer's coverage ends if it starts at the window's start."""
+    """Return where the response's coverage ends if it starts at the window's start."""
     if window.first not in totals:
         return None
     return max(totals) + 1

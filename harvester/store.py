@@ -330,7 +330,7 @@ class Store:
     ) -> bool:
         """Return whether no stored bucket of the chunk's items lies in its range.
 
-        Only one run writes at a time (the run lock), so the answer holds until
+        Only one run writes at a time (the run lock), so the result stays true until
         the transaction commits.
         """
         if not chunk.rows:

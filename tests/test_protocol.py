@@ -21,19 +21,19 @@ from aiohttp.abc import AbstractStreamWriter
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from harvester.answers import BatchAnswer, parse_batch
 from harvester.auth import FixedToken, TokenSource
 from harvester.buckets import Unit, Window, day_index, hour_index, hour_start
 from harvester.client import ApiClient, parse_retry_after
 from harvester.config import ApiSettings, parse_time_zone
 from harvester.errors import (
     AuthError,
-    InvalidAnswerError,
+    InvalidResponseError,
     RetryableApiError,
     WindowTooLargeError,
 )
 from harvester.fetch import BatchFetcher
 from harvester.ratelimit import RateLimiter
+from harvester.responses import BatchResponse, parse_batch
 from harvester.retry import RetryPolicy
 
 API_URL = "http://127.0.0.1:8080"
@@ -209,7 +209,7 @@ class Harness:
 
     async def fetch(
         self, ids: list[str] = IDS, window: Window = WINDOW, ending: str = ENDING
-    ) -> BatchAnswer:
+    ) -> BatchResponse:
         return await self.fetcher.fetch(METRIC, window.unit, ids, window, ending)
 
 
@@ -717,7 +717,7 @@ def changed_entry() -> dict[str, Any]:
     return series("MLA1", {**TOTALS, FIRST + 1: 4})
 
 
-def parse_one(entry: object) -> BatchAnswer:
+def parse_one(entry: object) -> BatchResponse:
     return parse_batch(orjson.dumps([entry]), ["MLA1"], Unit.HOUR, WINDOW)
 
 
@@ -822,7 +822,7 @@ def test_parse_invalid_entry_rejected(
     entry = valid_entry()
     mutate(entry)
 
-    with pytest.raises(InvalidAnswerError, match=re.escape(message)):
+    with pytest.raises(InvalidResponseError, match=re.escape(message)):
         parse_one(entry)
 
 
@@ -837,5 +837,5 @@ def test_parse_invalid_entry_rejected(
     ids=["empty", "html", "number entry", "repeated item changed"],
 )
 def test_parse_invalid_body_rejected(body: bytes, message: str) -> None:
-    with pytest.raises(InvalidAnswerError, match=message):
+    with pytest.raises(InvalidResponseError, match=message):
         parse_batch(body, ["MLA1"], Unit.HOUR, WINDOW)

@@ -1,4 +1,4 @@
-"""Validation of time_window answers, from raw bytes to buckets keyed by item.
+"""Validation of time_window responses, from raw bytes to buckets keyed by item.
 
 Everything the API sends is checked here before anything can reach the tables.
 The API's known quirks are normalised: a single object where an array was
@@ -15,27 +15,29 @@ from typing import Any
 import orjson
 
 from harvester.buckets import SECONDS_PER_HOUR, Unit, Window, day_index
-from harvester.errors import InvalidAnswerError
+from harvester.errors import InvalidResponseError
 
 
 @dataclass
-class BatchAnswer:
+class BatchResponse:
     """Validated series of one request: bucket totals per item, failures per item."""
 
     totals: dict[str, dict[int, int]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def parse_batch(body: bytes, ids: list[str], unit: Unit, window: Window) -> BatchAnswer:
+def parse_batch(
+    body: bytes, ids: list[str], unit: Unit, window: Window
+) -> BatchResponse:
     """Parse a multi-id time_window body for `ids` over `window`.
 
-    Raises InvalidAnswerError when the body is not JSON, has the wrong shape or
-    contradicts the request. Ids missing from the answer are reported as
+    Raises InvalidResponseError when the body is not JSON, has the wrong shape or
+    contradicts the request. Ids missing from the response are reported as
     `not_returned`, never as zero.
     """
     document = decode(body)
     elements = document if isinstance(document, list) else [document]
-    answer = BatchAnswer()
+    answer = BatchResponse()
     wanted = set(ids)
     for element in elements:
         read_element(element, wanted, unit, window, answer)
@@ -47,22 +49,22 @@ def parse_batch(body: bytes, ids: list[str], unit: Unit, window: Window) -> Batc
 
 def decode(body: bytes) -> Any:
     if not body:
-        raise InvalidAnswerError("empty body in a 200 answer")
+        raise InvalidResponseError("empty body in a 200 response")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise InvalidAnswerError(f"body is not valid JSON: {error}") from None
+        raise InvalidResponseError(f"body is not valid JSON: {error}") from None
 
 
 def read_element(
-    element: object, wanted: set[str], unit: Unit, window: Window, answer: BatchAnswer
+    element: object, wanted: set[str], unit: Unit, window: Window, answer: BatchResponse
 ) -> None:
     if not isinstance(element, dict):
-        raise InvalidAnswerError(f"series entry is not an object: {element!r:.80}")
+        raise InvalidResponseError(f"series entry is not an object: {element!r:.80}")
     item_id = element.get("item_id")
     if not isinstance(item_id, str) or item_id not in wanted:
-        raise InvalidAnswerError(
-            f"answer names item {item_id!r}, which was not requested"
+        raise InvalidResponseError(
+            f"response names item {item_id!r}, which was not requested"
         )
     if "results" not in element and ("error" in element or "status" in element):
         reject_repeat(
@@ -76,16 +78,18 @@ def read_element(
 
 
 def reject_repeat(
-    item_id: str, earlier: object, later: object, answer: BatchAnswer
+    item_id: str, earlier: object, later: object, answer: BatchResponse
 ) -> None:
     """Raise unless an item appears once, or again with identical content.
 
     A prefixed multi-id request names its first id twice, in the path and in
-    `ids`, and a server may answer for both.
+    `ids`, and a server may return a series for both.
     """
     seen = item_id in answer.totals or item_id in answer.failed
     if seen and earlier != later:
-        raise InvalidAnswerError(f"answer repeats item {item_id!r} with other values")
+        raise InvalidResponseError(
+            f"response repeats item {item_id!r} with other values"
+        )
 
 
 def error_reason(element: dict[str, Any]) -> str:
@@ -96,13 +100,13 @@ def error_reason(element: dict[str, Any]) -> str:
 def read_series(
     element: dict[str, Any], item_id: str, unit: Unit, window: Window
 ) -> dict[int, int]:
-    """Return the totals of every bucket of `window` that the answer covers."""
+    """Return the totals of every bucket of `window` that the response covers."""
     check_unit(element, item_id, unit)
     check_last(element, item_id)
-    answered_first, answered_end = answer_window(element, item_id, unit)
+    answered_first, answered_end = response_window(element, item_id, unit)
     results = element.get("results")
     if not isinstance(results, list):
-        raise InvalidAnswerError(f"series of {item_id} has no results list")
+        raise InvalidResponseError(f"series of {item_id} has no results list")
 
     reported = read_results(results, item_id, unit, answered_first, answered_end)
     check_total(element, item_id, sum(reported.values()))
@@ -114,7 +118,7 @@ def read_series(
 
 def check_unit(element: dict[str, Any], item_id: str, unit: Unit) -> None:
     if element.get("unit") != unit.value:
-        raise InvalidAnswerError(
+        raise InvalidResponseError(
             f"series of {item_id} has unit {element.get('unit')!r}, requested {unit}"
         )
 
@@ -125,25 +129,27 @@ def check_last(element: dict[str, Any], item_id: str) -> None:
     if last is None or (isinstance(last, str) and last.isdigit()):
         return
     if isinstance(last, bool) or not isinstance(last, int) or last < 0:
-        raise InvalidAnswerError(f"series of {item_id} has invalid last {last!r}")
+        raise InvalidResponseError(f"series of {item_id} has invalid last {last!r}")
 
 
 def check_total(element: dict[str, Any], item_id: str, summed: int) -> None:
     total = element.get("total")
     if not is_count(total):
-        raise InvalidAnswerError(f"series of {item_id} has invalid total {total!r}")
+        raise InvalidResponseError(f"series of {item_id} has invalid total {total!r}")
     if total != summed:
-        raise InvalidAnswerError(
+        raise InvalidResponseError(
             f"series of {item_id} has total {total} but its results add up to {summed}"
         )
 
 
-def answer_window(element: dict[str, Any], item_id: str, unit: Unit) -> tuple[int, int]:
-    """Return the first and one-past-last bucket of the answer's own window."""
+def response_window(
+    element: dict[str, Any], item_id: str, unit: Unit
+) -> tuple[int, int]:
+    """Return the first and one-past-last bucket of the response's own window."""
     first = label_index(element.get("date_from"), unit, item_id)
     end = label_index(element.get("date_to"), unit, item_id)
     if end < first:
-        raise InvalidAnswerError(f"series of {item_id} has date_to before date_from")
+        raise InvalidResponseError(f"series of {item_id} has date_to before date_from")
     return first, end
 
 
@@ -152,15 +158,15 @@ def read_results(
 ) -> dict[int, int]:
     """Map bucket index to total; buckets may come sparse and in any order.
 
-    Some answers also carry the bucket labelled `date_to`, so both ends of the
-    answer's window are accepted; the caller keeps only the requested window.
+    Some responses also carry the bucket labelled `date_to`, so both ends of the
+    response's window are accepted; the caller keeps only the requested window.
     """
     reported: dict[int, int] = {}
     # This loop runs once per bucket of every answer, so it avoids calls.
     known_labels = LABEL_INDEXES[unit]
     for row in results:
         if type(row) is not dict:
-            raise InvalidAnswerError(f"result row of {item_id} is not an object")
+            raise InvalidResponseError(f"result row of {item_id} is not an object")
         label = row.get("date")
         index = known_labels.get(label) if type(label) is str else None
         if index is None:
@@ -168,21 +174,21 @@ def read_results(
         total = row.get("total")
         # type() rather than isinstance(): a bool is not a count.
         if type(total) is not int or total < 0:
-            raise InvalidAnswerError(
+            raise InvalidResponseError(
                 f"result of {item_id} at {row.get('date')} has invalid total {total!r}"
             )
         if not first <= index <= end:
-            raise InvalidAnswerError(
+            raise InvalidResponseError(
                 f"result of {item_id} at {row.get('date')} lies outside the "
-                "answer's window"
+                "response's window"
             )
         if index in reported:
-            raise InvalidAnswerError(f"result of {item_id} repeats {row.get('date')}")
+            raise InvalidResponseError(f"result of {item_id} repeats {row.get('date')}")
         reported[index] = total
     return reported
 
 
-# Bucket index of every label seen, per unit; answers repeat the same labels.
+# Bucket index of every label seen, per unit; responses repeat the same labels.
 LABEL_INDEXES: dict[Unit, dict[str, int]] = {Unit.HOUR: {}, Unit.DAY: {}}
 MAX_REMEMBERED_LABELS = 100_000
 
@@ -202,11 +208,11 @@ def is_count(value: object) -> bool:
 
 def label_index(label: object, unit: Unit, item_id: str) -> int:
     if not isinstance(label, str):
-        raise InvalidAnswerError(f"series of {item_id} has invalid date {label!r}")
+        raise InvalidResponseError(f"series of {item_id} has invalid date {label!r}")
     try:
         return parse_label(label, unit)
     except ValueError as error:
-        raise InvalidAnswerError(
+        raise InvalidResponseError(
             f"series of {item_id} has invalid date {label!r}: {error}"
         ) from None
 
