@@ -22,6 +22,17 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 TABLES = {Unit.HOUR: ("item_hourly", "hour"), Unit.DAY: ("item_daily", "day")}
+# item id, bucket index, total, settled
+Row = tuple[str, int, int, bool]
+# item id, metric, hour or day, total, settled, fetched at
+BucketRecord = tuple[str, str, datetime | date, int, bool, datetime]
+# item id -> bucket index -> (total, settled)
+StoredBuckets = dict[str, dict[int, tuple[int, bool]]]
+# SQL for the bucket index of a row, as harvester.buckets counts it.
+INDEX_SQL = {
+    Unit.HOUR: "(extract(epoch FROM hour)::bigint / 3600)::int",
+    Unit.DAY: "(day - DATE '0001-01-01') + 1",
+}
 
 
 @dataclass
@@ -48,7 +59,7 @@ class BucketChunk:
     metric: str
     unit: Unit
     fetched_at: datetime
-    rows: list[tuple[str, int, int, bool]]  # item id, bucket index, total, settled
+    rows: list[Row]
     progress: ProgressUpdate
 
 
@@ -133,11 +144,21 @@ def bucket_value(unit: Unit, index: int) -> datetime | date:
     return hour_start(index) if unit is Unit.HOUR else day_of(index)
 
 
-def bucket_records(chunk: BucketChunk) -> list[tuple[object, ...]]:
-    """Return COPY records of a chunk's rows; each bucket's value is built once."""
+def changed_rows(rows: list[Row], stored: StoredBuckets) -> list[Row]:
+    """Return the rows that are new or differ from the stored bucket."""
+    changed = []
+    for row in rows:
+        known = stored.get(row[0])
+        if known is None or known.get(row[1]) != (row[2], row[3]):
+            changed.append(row)
+    return changed
+
+
+def bucket_records(chunk: BucketChunk, rows: list[Row]) -> list[BucketRecord]:
+    """Return COPY records of rows; each bucket's value is built once."""
     values: dict[int, datetime | date] = {}
-    records: list[tuple[object, ...]] = []
-    for item_id, index, total, settled in chunk.rows:
+    records: list[BucketRecord] = []
+    for item_id, index, total, settled in rows:
         value = values.get(index)
         if value is None:
             value = values[index] = bucket_value(chunk.unit, index)
@@ -160,42 +181,22 @@ def progress_index(unit: Unit, instant: datetime) -> int:
 
 
 def upsert_sql(unit: Unit) -> str:
-    """Insert new buckets and update only those whose total or settled flag changed.
+    """Write the staged rows, which the caller chose as new or changed.
 
-    Unchanged rows are filtered out before ON CONFLICT, which would otherwise lock
-    them (a WAL record each), and the WHERE on the update skips equal values. The
-    filter looks each row up through a LATERAL ... LIMIT 1, which always plans as
-    an index probe: a plain join was planned as a hash join over the whole table.
+    So ON CONFLICT never meets an unchanged row, which it would lock (a WAL
+    record each); the WHERE keeps an equal row untouched all the same.
     """
     table, column = TABLES[unit]
     return f"""
-        WITH changed AS (
-            SELECT s.item_id, s.metric, s.{column}, s.total, s.settled, s.fetched_at
-            FROM staging_{table} s
-            LEFT JOIN LATERAL (
-                SELECT t.total, t.settled FROM {table} t
-                WHERE t.item_id = s.item_id AND t.metric = s.metric
-                  AND t.{column} = s.{column}
-                LIMIT 1
-            ) stored ON true
-            WHERE stored.total IS NULL
-               OR (stored.total, stored.settled)
-                  IS DISTINCT FROM (s.total, s.settled)
-        ), written AS (
-            INSERT INTO {table} AS t
-                (item_id, metric, {column}, total, settled, fetched_at)
-            SELECT item_id, metric, {column}, total, settled, fetched_at FROM changed
-            ON CONFLICT (item_id, metric, {column}) DO UPDATE
-            SET total = EXCLUDED.total,
-                settled = EXCLUDED.settled,
-                fetched_at = EXCLUDED.fetched_at
-            WHERE (t.total, t.settled)
-                  IS DISTINCT FROM (EXCLUDED.total, EXCLUDED.settled)
-            RETURNING (xmax = 0) AS inserted
-        )
-        SELECT count(*) FILTER (WHERE inserted) AS inserted,
-               count(*) FILTER (WHERE NOT inserted) AS changed
-        FROM written
+        INSERT INTO {table} AS t
+            (item_id, metric, {column}, total, settled, fetched_at)
+        SELECT item_id, metric, {column}, total, settled, fetched_at
+        FROM staging_{table}
+        ON CONFLICT (item_id, metric, {column}) DO UPDATE
+        SET total = EXCLUDED.total,
+            settled = EXCLUDED.settled,
+            fetched_at = EXCLUDED.fetched_at
+        WHERE (t.total, t.settled) IS DISTINCT FROM (EXCLUDED.total, EXCLUDED.settled)
     """
 
 
@@ -292,65 +293,66 @@ class Store:
 
     @translate_errors("writing buckets")
     async def write(self, chunk: BucketChunk) -> WriteCounts:
-        """Upsert a chunk's buckets and extend progress in one transaction.
+        """Write a chunk's new and changed buckets and its progress in one transaction.
 
         A connection lost before the commit rolls the transaction back, so the
         write is tried once more on a new connection.
         """
-        records = bucket_records(chunk)
         try:
-            return await self._write_once(chunk, records)
+            return await self._write_once(chunk)
         except CONNECTION_ERRORS as error:
             logger.warning("connection lost while writing, writing again: %s", error)
-            return await self._write_once(chunk, records)
+            return await self._write_once(chunk)
 
-    async def _write_once(
-        self, chunk: BucketChunk, records: Sequence[tuple[object, ...]]
-    ) -> WriteCounts:
+    async def _write_once(self, chunk: BucketChunk) -> WriteCounts:
         table, column = TABLES[chunk.unit]
         columns = ["item_id", "metric", column, "total", "settled", "fetched_at"]
         async with self._pool.acquire() as connection, connection.transaction():
-            if await self._holds_none(connection, chunk):
+            stored = await self._stored_buckets(connection, chunk)
+            rows = changed_rows(chunk.rows, stored)
+            records = bucket_records(chunk, rows)
+            if records and not stored:
                 # Nothing to conflict with: COPY straight into the table.
                 await connection.copy_records_to_table(
                     table, records=records, columns=columns
                 )
-                counts = WriteCounts(inserted=len(records), changed=0)
-            else:
+            elif records:
                 await connection.copy_records_to_table(
                     f"staging_{table}", records=records, columns=columns
                 )
-                row = await connection.fetchrow(upsert_sql(chunk.unit))
-                counts = WriteCounts(inserted=row["inserted"], changed=row["changed"])
+                await connection.execute(upsert_sql(chunk.unit))
             await self._extend_progress(connection, chunk)
-        return counts
+        inserted = sum(row[1] not in stored.get(row[0], {}) for row in rows)
+        return WriteCounts(inserted=inserted, changed=len(rows) - inserted)
 
-    async def _holds_none(
+    async def _stored_buckets(
         self, connection: asyncpg.Connection, chunk: BucketChunk
-    ) -> bool:
-        """Return whether no stored bucket of the chunk's items lies in its range.
+    ) -> StoredBuckets:
+        """Return the stored total and settled flag of the chunk's buckets, by item.
 
-        Only one run writes at a time (the run lock), so the result stays true until
-        the transaction commits.
+        Each item's buckets come back as arrays, which asyncpg decodes far
+        faster than one record per bucket. Only one run writes at a time (the
+        run lock), so they stay current until the transaction commits.
         """
         if not chunk.rows:
-            return True
+            return {}
         table, column = TABLES[chunk.unit]
-        ids = list({row[0] for row in chunk.rows})
-        first = min(row[1] for row in chunk.rows)
-        last = max(row[1] for row in chunk.rows)
-        stored = await connection.fetchval(
-            f"""SELECT EXISTS (
-                    SELECT 1 FROM {table}
-                    WHERE item_id = ANY($1::text[]) AND metric = $2
-                      AND {column} BETWEEN $3 AND $4
-                )""",
-            ids,
+        records = await connection.fetch(
+            f"""SELECT item_id, array_agg({INDEX_SQL[chunk.unit]}),
+                       array_agg(total), array_agg(settled)
+                FROM {table}
+                WHERE item_id = ANY($1::text[]) AND metric = $2
+                  AND {column} BETWEEN $3 AND $4
+                GROUP BY item_id""",
+            list({row[0] for row in chunk.rows}),
             chunk.metric,
-            bucket_value(chunk.unit, first),
-            bucket_value(chunk.unit, last),
+            bucket_value(chunk.unit, min(row[1] for row in chunk.rows)),
+            bucket_value(chunk.unit, max(row[1] for row in chunk.rows)),
         )
-        return not stored
+        return {
+            item_id: dict(zip(indexes, zip(totals, flags, strict=True), strict=True))
+            for item_id, indexes, totals, flags in records
+        }
 
     async def _extend_progress(
         self, connection: asyncpg.Connection, chunk: BucketChunk
