@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 # Held for the whole run on its own connection, so a killed run releases it.
 RUN_LOCK_KEY = 0x68617276_0002
+# Seconds between updates of a running run's counters in harvest_runs.
+RUN_COUNTS_INTERVAL_S = 5.0
+# Items tried by the first request before a 404 is taken as a wrong API path.
+PREFLIGHT_ITEMS = 3
 
 
 @dataclass
@@ -95,11 +99,24 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def run_lock(url: str) -> AsyncIterator[None]:
-    """Hold the database's run lock, or raise RunLockedError at once."""
+    """Hold the database's run lock, or raise RunLockedError at once.
+
+    If the lock's connection ends mid-run (a server restart, or an
+    administrator's pg_terminate_backend), the lock is gone and another run
+    may start, so this run is cancelled and StorageError raised.
+    """
     try:
         connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
     except DATABASE_ERRORS as error:
         raise connection_error(url, error) from error
+    run = asyncio.current_task()
+    lost: list[bool] = []
+
+    def on_lock_lost(_: object) -> None:
+        lost.append(True)
+        if run is not None:
+            run.cancel()
+
     try:
         locked = await connection.fetchval(
             "SELECT pg_try_advisory_lock($1)", RUN_LOCK_KEY
@@ -109,8 +126,18 @@ async def run_lock(url: str) -> AsyncIterator[None]:
                 "another harvest or backfill is running against this database: "
                 "wait for it to finish; harvest_runs shows the run marked running"
             )
-        yield
+        connection.add_termination_listener(on_lock_lost)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if lost:
+                raise StorageError(
+                    "the connection holding the run lock was closed, so another run "
+                    "could start: this run stopped; run it again"
+                ) from None
+            raise
     finally:
+        connection.remove_termination_listener(on_lock_lost)
         await connection.close()
 
 
@@ -146,9 +173,30 @@ async def open_api(
 async def preflight(api: Api, settings: Settings, now: datetime) -> None:
     """Send one small request, so a wrong URL or token fails before the run starts.
 
-    A rejection of the item itself is fine here: it shows the API is reachable.
+    A 400 or 403 for the item itself is fine here: the API is reachable. A 404
+    may mean a deleted item or a wrong path, so up to PREFLIGHT_ITEMS items are
+    tried before a 404 stops the run.
     """
-    item_id = settings.item_ids[0]
+    not_found: RejectedRequestError | None = None
+    for item_id in settings.item_ids[:PREFLIGHT_ITEMS]:
+        try:
+            await probe(api, settings, item_id, now)
+            return
+        except RejectedRequestError as error:
+            if error.status != 404:
+                return
+            not_found = error
+    assert not_found is not None
+    raise ApiError(
+        f"the API at {settings.api.base_url} returned 404 Not Found for "
+        f"{not_found.path} with each of the first items: check [api] base_url "
+        "and multi_id_form, or remove items that no longer exist",
+        status=404,
+        path=not_found.path,
+    ) from not_found
+
+
+async def probe(api: Api, settings: Settings, item_id: str, now: datetime) -> None:
     ending = now.isoformat(timespec="seconds")
     metric = settings.harvest.metrics[0]
     try:
@@ -157,8 +205,6 @@ async def preflight(api: Api, settings: Settings, now: datetime) -> None:
                 await api.client.fetch_series(
                     metric, Unit.HOUR, [item_id], _one_hour(now), ending
                 )
-    except RejectedRequestError:
-        return
     except RetryableApiError as error:
         raise ApiError(
             f"cannot reach the API at {settings.api.base_url}: {error}; check "
@@ -272,9 +318,11 @@ async def execute(
     logger.info("%s run %d started: %d streams", spec.kind, run_id, len(streams))
     started = time.monotonic()
     runner = Runner(settings, store, api.client, api.policy, clock)
+    counting = asyncio.create_task(record_counts(store, run_id, runner, api))
     try:
         totals = await runner.run(streams)
     except BaseException as group:
+        counting.cancel()
         error = first_error(group)
         stopped = isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
         status = "interrupted" if stopped else "failed"
@@ -284,6 +332,7 @@ async def execute(
         except StorageError as storage_error:
             logger.error("run %d could not be recorded: %s", run_id, storage_error)
         raise error from None
+    counting.cancel()
     status = run_status(totals.failed_items, len(settings.item_ids))
     outcome = outcome_of(totals, api.client, api.policy, status, None)
     await store.finish_run(run_id, outcome)
@@ -301,6 +350,17 @@ async def execute(
     )
     logger.info("%s", report.summary())
     return report
+
+
+async def record_counts(store: Store, run_id: int, runner: Runner, api: Api) -> None:
+    """Write the run's counters every few seconds, so a killed run shows its work."""
+    while True:
+        await asyncio.sleep(RUN_COUNTS_INTERVAL_S)
+        outcome = outcome_of(runner.totals, api.client, api.policy, "running", None)
+        try:
+            await store.record_counts(run_id, outcome)
+        except StorageError as error:
+            logger.warning("run %d counters not recorded: %s", run_id, error)
 
 
 def run_status(failed_items: dict[str, list[str]], items: int) -> str:

@@ -25,7 +25,7 @@ from harvester.store import LockedTokens, Store, TokenPair
 logger = logging.getLogger(__name__)
 
 # Refresh this long before the access token expires, so no request carries a
-# token that dies in flight.
+# token that dies in flight; a tenth of the lifetime for short-lived tokens.
 REFRESH_MARGIN = timedelta(minutes=5)
 # The expiry given to the config's access token: it is used until rejected.
 NO_KNOWN_EXPIRY = datetime(9999, 1, 1, tzinfo=UTC)
@@ -79,6 +79,7 @@ class OAuthTokens:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._pair: TokenPair | None = None
+        self._margin = REFRESH_MARGIN
         self.refreshes = 0
 
     def __repr__(self) -> str:
@@ -105,7 +106,7 @@ class OAuthTokens:
     def _is_fresh(self, pair: TokenPair) -> bool:
         if not pair.access_token:
             return False
-        return pair.expires_at - REFRESH_MARGIN > self._now()
+        return pair.expires_at - self._margin > self._now()
 
     def _now(self) -> datetime:
         return self._clock()
@@ -149,7 +150,8 @@ class OAuthTokens:
                 return pair
         raise AuthError(
             "the API rejected the refresh token (invalid_grant): the account must "
-            "be authorised again; put the new refresh token in [api] refresh_token"
+            "be authorised again; put the new refresh token in [api] refresh_token "
+            "or HARVESTER_REFRESH_TOKEN"
         )
 
     async def _exchange(self, refresh_token: str) -> TokenPair | None:
@@ -204,8 +206,9 @@ class OAuthTokens:
             raise RetryableApiError("token refresh response lacks the token pair")
         if not isinstance(expires_in, int) or isinstance(expires_in, bool):
             raise RetryableApiError("token refresh response lacks expires_in")
-        expires_at = self._now() + timedelta(seconds=expires_in)
-        return TokenPair(access, refresh, expires_at)
+        lifetime = timedelta(seconds=expires_in)
+        self._margin = min(REFRESH_MARGIN, lifetime / 10)
+        return TokenPair(access, refresh, self._now() + lifetime)
 
 
 def parse_object(body: bytes) -> dict[str, object]:

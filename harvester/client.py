@@ -15,6 +15,7 @@ import orjson
 from harvester.buckets import Unit, Window
 from harvester.config import ApiSettings
 from harvester.errors import (
+    ApiUnreachableError,
     AuthError,
     BatchTooLargeError,
     RateLimitedError,
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Requests in a row without any response (refused, reset or timed out) after
+# which the API is taken as down and the run stops, instead of retrying every
+# batch to the end.
+UNREACHABLE_AFTER = 30
 # A longer Retry-After is taken as this: an hourly run cannot wait longer.
 MAX_RETRY_AFTER_S = 600.0
 HTML_TITLE_PATTERN = re.compile(rb"<title>([^<]{1,100})</title>", re.I)
@@ -69,6 +74,7 @@ class ApiClient:
         self._limiter = limiter
         self._tokens = tokens
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._silent_in_a_row = 0
         self.counters = RequestCounters()
 
     def series_path(self, metric: str, ids: list[str]) -> str:
@@ -131,18 +137,32 @@ class ApiClient:
                 retry_after = response.headers.get("Retry-After")
         except TimeoutError:
             self.counters.timeouts += 1
+            self._count_silence(path)
             raise RetryableApiError(
                 f"timed out after {self._settings.timeout_s}s", path=path
             ) from None
         except aiohttp.ClientError as error:
+            self._count_silence(path)
             raise RetryableApiError(
                 f"connection failed: {type(error).__name__}: {error}", path=path
             ) from error
+        self._silent_in_a_row = 0
         if status != 429:
             self._limiter.accepted()
         if status == 200:
             return body
         raise self._status_error(status, body, path, params, retry_after)
+
+    def _count_silence(self, path: str) -> None:
+        """Stop the run once too many requests in a row got no response at all."""
+        self._silent_in_a_row += 1
+        if self._silent_in_a_row >= UNREACHABLE_AFTER:
+            raise ApiUnreachableError(
+                f"the API at {self._settings.base_url} stopped responding: "
+                f"{self._silent_in_a_row} requests in a row failed to connect or "
+                "timed out; check that it is up, then run again",
+                path=path,
+            )
 
     def _status_error(
         self,

@@ -12,6 +12,7 @@ HarvesterError
       |    +-- BatchTooLargeError  the API's limit on ids per request was exceeded
       |    +-- WindowTooLargeError the API's limit on `last` was exceeded
       +-- AuthError           the token is missing, invalid or expired
+      +-- ApiUnreachableError many requests in a row got no response at all
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class WindowTooLargeError(RejectedRequestError):
     def __init__(self, message: str, *, path: str, max_last: int):
         super().__init__(message, status=400, path=path, reason="window_too_large")
         self.max_last = max_last
+
+
+class ApiUnreachableError(ApiError):
+    """Raised when so many requests in a row got no response that the run stops."""
 
 
 class AuthError(ApiError):

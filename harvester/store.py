@@ -492,6 +492,21 @@ class Store:
         )
         return int(run_id)
 
+    @translate_errors("recording the run counters")
+    async def record_counts(self, run_id: int, outcome: dict[str, Any]) -> None:
+        """Update a running run's counters; its status and end stay as they are."""
+        await self._pool.execute(
+            """UPDATE harvest_runs SET requests = $2, retries = $3,
+                   rows_inserted = $4, rows_changed = $5, failed_items = $6::jsonb
+               WHERE run_id = $1 AND status = 'running'""",
+            run_id,
+            outcome["requests"],
+            outcome["retries"],
+            outcome["rows_inserted"],
+            outcome["rows_changed"],
+            orjson.dumps(outcome["failed_items"]).decode(),
+        )
+
     @translate_errors("recording the run outcome")
     async def finish_run(self, run_id: int, outcome: dict[str, Any]) -> None:
         await self._pool.execute(
