@@ -108,6 +108,7 @@ def measuring(db_url: str, sandbox: Sandbox) -> Iterator[dict[str, float]]:
     wal_before = asyncio.run(fetch_value(db_url, "SELECT pg_current_wal_lsn()::text"))
     fpi_sql = "SELECT wal_fpi FROM pg_stat_wal"
     fpi_before = int(asyncio.run(fetch_value(db_url, fpi_sql)))
+    vacuums_before = autovacuums(db_url)
     sandbox_before = sandbox.cpu_s()
     with CpuSampler("postgres") as postgres:
         yield figures
@@ -118,6 +119,14 @@ def measuring(db_url: str, sandbox: Sandbox) -> Iterator[dict[str, float]]:
     figures["full_page_images"] = (
         int(asyncio.run(fetch_value(db_url, fpi_sql))) - fpi_before
     )
+    figures["autovacuums"] = autovacuums(db_url) - vacuums_before
+
+
+def autovacuums(db_url: str) -> int:
+    """Return how often autovacuum has processed item_hourly so far."""
+    sql = """SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_user_tables
+             WHERE relname = 'item_hourly'"""
+    return int(asyncio.run(fetch_value(db_url, sql)))
 
 
 def stored_rows(db_url: str) -> int:
@@ -227,6 +236,7 @@ def first_load_and_reharvest(server_url: str, items: int, days: int) -> list[str
                         rows_updated=last_run(db_url, "rows_changed"),
                         WAL_MB=f"{pg2['wal_mb']:.0f}",
                         full_page_images=pg2["full_page_images"],
+                        autovacuums_of_item_hourly=pg2["autovacuums"],
                         postgres_CPU_s=f"{pg2['pg_cpu_s']:.1f}",
                         WAL_vs_first_load=f"{pg2['wal_mb'] / pg['wal_mb']:.2f}",
                     )

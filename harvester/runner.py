@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -58,16 +58,19 @@ class Runner:
         self._policy = policy
         self._fetcher = BatchFetcher(client, policy, settings.api.batch_size)
         self._clock = clock
-        # More streams than request slots keep every slot busy while others write.
-        self._active = asyncio.Semaphore(settings.api.concurrency * 2)
         self.max_last = settings.api.max_last
         self.totals = RunTotals()
 
     async def run(self, streams: list[Stream]) -> RunTotals:
         started = time.monotonic()
+        # A fixed set of workers takes streams in turn, so memory does not grow
+        # with the number of items. More workers than request slots keep every
+        # slot busy while some of them write.
+        pending = iter(streams)
+        workers = min(len(streams), self._settings.api.concurrency * 2)
         async with asyncio.TaskGroup() as group:
-            for stream in streams:
-                group.create_task(self._run_stream(stream))
+            for _ in range(workers):
+                group.create_task(self._work(pending))
         logger.info(
             "%d streams done in %.1fs: %d windows, %d rows inserted, %d changed",
             len(streams),
@@ -78,20 +81,23 @@ class Runner:
         )
         return self.totals
 
+    async def _work(self, pending: Iterator[Stream]) -> None:
+        for stream in pending:
+            await self._run_stream(stream)
+
     async def _run_stream(self, stream: Stream) -> None:
-        async with self._active:
-            ids = list(stream.ids)
-            first = stream.first
-            while ids and first < stream.end:
-                size = min(self.max_last, stream.end - first)
-                window = Window(stream.unit, first, size)
-                try:
-                    failed = await self._run_window(stream, ids, window)
-                except WindowTooLargeError as error:
-                    self._shrink_windows(error, size)
-                    continue
-                ids = [item_id for item_id in ids if item_id not in failed]
-                first = window.end
+        ids = list(stream.ids)
+        first = stream.first
+        while ids and first < stream.end:
+            size = min(self.max_last, stream.end - first)
+            window = Window(stream.unit, first, size)
+            try:
+                failed = await self._run_window(stream, ids, window)
+            except WindowTooLargeError as error:
+                self._shrink_windows(error, size)
+                continue
+            ids = [item_id for item_id in ids if item_id not in failed]
+            first = window.end
 
     def _shrink_windows(self, error: WindowTooLargeError, sent: int) -> None:
         limit = min(error.max_last, sent - 1)

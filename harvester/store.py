@@ -242,16 +242,30 @@ def progress_statement(update: ProgressUpdate) -> tuple[str, tuple[datetime, ...
     return sql, update.backfill_range
 
 
-async def prepare_connection(connection: asyncpg.Connection) -> None:
-    """Create this connection's staging tables, emptied at every commit.
+def session_settings(superuser: bool) -> dict[str, str]:
+    """Return the settings every pooled connection starts with.
 
-    Prepared statements are planned at every execution: a plan cached while
-    item_hourly was small would scan the whole table once it is large.
+    They are startup parameters rather than SET commands because the pool runs
+    RESET ALL whenever a connection is released.
     """
-    await connection.execute("SET plan_cache_mode = force_custom_plan")
-    # Losing the last commits in a server crash is safe here: each commit carries
-    # its own progress, so what is lost is fetched again by the next run.
-    await connection.execute("SET synchronous_commit = off")
+    settings = {
+        # Plan at every execution: a plan cached while item_hourly was small
+        # would scan the whole table once it is large.
+        "plan_cache_mode": "force_custom_plan",
+        # Losing the last commits in a server crash is safe: each commit holds
+        # its own progress, so what is lost is fetched again by the next run.
+        "synchronous_commit": "off",
+    }
+    if superuser:
+        # A re-harvest changes rows on most pages, and the first change of a
+        # page after a checkpoint logs the whole page. Only superusers may set
+        # this for a session; for others the server's setting applies.
+        settings["wal_compression"] = "on"
+    return settings
+
+
+async def prepare_connection(connection: asyncpg.Connection) -> None:
+    """Create this connection's staging tables, emptied at every commit."""
     for table, column in TABLES.values():
         kind = "timestamptz" if column == "hour" else "date"
         await connection.execute(
@@ -277,12 +291,14 @@ class Store:
         """Connect, apply pending migrations and prepare the connection pool."""
         await migrate(url)
         try:
+            superuser = await is_superuser(url)
             pool = await asyncpg.create_pool(
                 url,
                 min_size=1,
                 max_size=pool_size,
                 timeout=CONNECT_TIMEOUT_S,
                 init=prepare_connection,
+                server_settings=session_settings(superuser),
             )
         except DATABASE_ERRORS as error:
             raise connection_error(url, error) from error
@@ -526,6 +542,7 @@ class Store:
 
 
 async def migrate(url: str) -> list[str]:
+    """Apply pending migrations; return the names of those applied."""
     try:
         connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
     except DATABASE_ERRORS as error:
@@ -534,6 +551,18 @@ async def migrate(url: str) -> list[str]:
         return await apply_migrations(connection)
     except DATABASE_ERRORS as error:
         raise StorageError(f"applying migrations failed: {error}") from error
+    finally:
+        await connection.close()
+
+
+async def is_superuser(url: str) -> bool:
+    connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+    try:
+        return bool(
+            await connection.fetchval(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+            )
+        )
     finally:
         await connection.close()
 
