@@ -24,6 +24,7 @@ from harvester.buckets import (
 )
 from harvester.client import ApiClient
 from harvester.config import Settings
+from harvester.database import CONNECT_TIMEOUT_S, DATABASE_ERRORS, connection_error
 from harvester.embedded import EmbeddedPostgres
 from harvester.errors import (
     ApiError,
@@ -43,12 +44,7 @@ from harvester.ratelimit import RateLimiter
 from harvester.report import RunReport
 from harvester.retry import RetryPolicy
 from harvester.runner import Clock, Runner, outcome_of
-from harvester.store import (
-    CONNECT_TIMEOUT_S,
-    DATABASE_ERRORS,
-    Store,
-    connection_error,
-)
+from harvester.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import aiohttp
-import orjson
 
 from harvester.buckets import utc_now
+from harvester.client import decode_error
 from harvester.config import ApiSettings
 from harvester.errors import AuthError, RetryableApiError
 from harvester.retry import RetryPolicy
@@ -184,7 +184,7 @@ class OAuthTokens:
         return self._read_grant(status, body)
 
     def _read_grant(self, status: int, body: bytes) -> TokenPair | None:
-        document = parse_object(body)
+        document = decode_error(body)
         if status == 200:
             return self._pair_from(document)
         code = str(document.get("error", ""))
@@ -209,11 +209,3 @@ class OAuthTokens:
         lifetime = timedelta(seconds=expires_in)
         self._margin = min(REFRESH_MARGIN, lifetime / 10)
         return TokenPair(access, refresh, self._now() + lifetime)
-
-
-def parse_object(body: bytes) -> dict[str, object]:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    return document if isinstance(document, dict) else {}

@@ -197,7 +197,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 async def migrate(settings: Settings) -> int:
-    from harvester.store import migrate as apply
+    from harvester.database import migrate as apply
 
     async with app.database_url(settings) as url:
         applied = await apply(url)

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import asyncpg
 import orjson
 
 from harvester.buckets import Unit, day_of, hour_start
 from harvester.config import mask_url
+from harvester.database import (
+    CONNECT_TIMEOUT_S,
+    CONNECTION_ERRORS,
+    DATABASE_ERRORS,
+    connection_error,
+    is_superuser,
+    migrate,
+    session_settings,
+    translate_errors,
+)
 from harvester.errors import StorageError
-from harvester.migrations import apply_migrations
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10.0
 TABLES = {Unit.HOUR: ("item_hourly", "hour"), Unit.DAY: ("item_daily", "day")}
 # item id, bucket index, total, settled
 Row = tuple[str, int, int, bool]
@@ -61,46 +68,6 @@ class BucketChunk:
     fetched_at: datetime
     rows: list[Row]
     progress: ProgressUpdate
-
-
-# Errors of a connection that broke, after which a new one may work.
-CONNECTION_ERRORS = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-)
-DATABASE_ERRORS = (
-    *CONNECTION_ERRORS,
-    TimeoutError,
-    ValueError,
-    OverflowError,
-    asyncpg.PostgresError,
-)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def translate_errors(
-    action: str,
-) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Turn asyncpg and socket errors of a store method into StorageError."""
-
-    def decorate(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        @functools.wraps(method)
-        async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return await method(*args, **kwargs)
-            except DATABASE_ERRORS as error:
-                raise StorageError(
-                    f"{action} failed: {type(error).__name__}: {error}; check that "
-                    "PostgreSQL is running and reachable, then run again"
-                ) from error
-
-        return translated
-
-    return decorate
 
 
 @dataclass(frozen=True)
@@ -240,28 +207,6 @@ def progress_statement(update: ProgressUpdate) -> tuple[str, tuple[datetime, ...
         return sql, ()
     sql = CREATE_BACKFILL_SQL if update.may_create else EXTEND_BACKFILL_SQL
     return sql, update.backfill_range
-
-
-def session_settings(superuser: bool) -> dict[str, str]:
-    """Return the settings every pooled connection starts with.
-
-    They are startup parameters rather than SET commands because the pool runs
-    RESET ALL whenever a connection is released.
-    """
-    settings = {
-        # Plan at every execution: a plan cached while item_hourly was small
-        # would scan the whole table once it is large.
-        "plan_cache_mode": "force_custom_plan",
-        # Losing the last commits in a server crash is safe: each commit holds
-        # its own progress, so what is lost is fetched again by the next run.
-        "synchronous_commit": "off",
-    }
-    if superuser:
-        # A re-harvest changes rows on most pages, and the first change of a
-        # page after a checkpoint logs the whole page. Only superusers may set
-        # this for a session; for others the server's setting applies.
-        settings["wal_compression"] = "on"
-    return settings
 
 
 async def prepare_connection(connection: asyncpg.Connection) -> None:
@@ -539,54 +484,3 @@ class Store:
             orjson.dumps(outcome["failed_items"]).decode(),
             outcome.get("error"),
         )
-
-
-async def migrate(url: str) -> list[str]:
-    """Apply pending migrations; return the names of those applied."""
-    try:
-        connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
-    except DATABASE_ERRORS as error:
-        raise connection_error(url, error) from error
-    try:
-        return await apply_migrations(connection)
-    except DATABASE_ERRORS as error:
-        raise StorageError(f"applying migrations failed: {error}") from error
-    finally:
-        await connection.close()
-
-
-async def is_superuser(url: str) -> bool:
-    connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
-    try:
-        return bool(
-            await connection.fetchval(
-                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-            )
-        )
-    finally:
-        await connection.close()
-
-
-def connection_error(url: str, error: BaseException) -> StorageError:
-    shown = mask_url(url)
-    if isinstance(
-        error,
-        asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError,
-    ):
-        return StorageError(
-            f"PostgreSQL at {shown} rejected the credentials: fix the user or "
-            "password in [database] url or HARVESTER_DATABASE_URL"
-        )
-    if isinstance(error, asyncpg.InvalidCatalogNameError):
-        return StorageError(
-            f"the database in {shown} does not exist: create it or fix [database] url"
-        )
-    if isinstance(error, TimeoutError):
-        return StorageError(
-            f"connecting to PostgreSQL at {shown} timed out after "
-            f"{CONNECT_TIMEOUT_S:.0f}s: check that the server is running and reachable"
-        )
-    return StorageError(
-        f"cannot connect to PostgreSQL at {shown}: {error}; check that the server "
-        "is running and [database] url is right"
-    )

@@ -30,6 +30,7 @@ import pytest
 from harvester import app
 from harvester.auth import REFRESH_MARGIN, FixedToken, OAuthTokens
 from harvester.config import ApiSettings, Settings
+from harvester.database import migrate
 from harvester.errors import AuthError, StorageError
 from harvester.retry import RetryPolicy
 from harvester.sandbox.oauth import invalid_access_token
@@ -37,7 +38,7 @@ from harvester.sandbox.responses import ApiError as SandboxApiError
 from harvester.sandbox.server import RunningSandbox, start_sandbox
 from harvester.sandbox.settings import SandboxSettings
 from harvester.sandbox.traffic import Traffic
-from harvester.store import Store, TokenPair, migrate
+from harvester.store import Store, TokenPair
 from tests.conftest import FROZEN_NOW, make_settings
 
 REPOSITORY = Path(__file__).resolve().parent.parent

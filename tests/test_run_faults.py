@@ -58,7 +58,9 @@ async def test_lost_run_lock_stops_run(database_url: str) -> None:
         try:
             terminated = await admin.fetchval(
                 """SELECT count(pg_terminate_backend(pid)) FROM pg_locks
-                   WHERE locktype = 'advisory' AND granted"""
+                   WHERE locktype = 'advisory' AND granted
+                     AND database = (SELECT oid FROM pg_database
+                                     WHERE datname = current_database())"""
             )
         finally:
             await admin.close()

@@ -10,9 +10,10 @@ import asyncpg
 import pytest
 
 from harvester.buckets import Unit, day_index, hour_index
+from harvester.database import migrate
 from harvester.errors import StorageError
 from harvester.migrations import migrations_dir
-from harvester.store import BucketChunk, ProgressUpdate, Store, migrate
+from harvester.store import BucketChunk, ProgressUpdate, Store
 from tests.conftest import DatabaseFactory
 
 FETCHED_AT = datetime(2026, 11, 20, 12, 5, tzinfo=UTC)
