@@ -150,8 +150,9 @@ def progress_index(unit: Unit, instant: datetime) -> int:
 def upsert_sql(unit: Unit) -> str:
     """Write the staged rows, which the caller chose as new or changed.
 
-    So ON CONFLICT never meets an unchanged row, which it would lock (a WAL
-    record each); the WHERE keeps an equal row untouched all the same.
+    Because only such rows are staged, ON CONFLICT never locks an unchanged
+    row, which would cost a WAL record. The WHERE leaves an equal row alone
+    even so.
     """
     table, column = TABLES[unit]
     return f"""
