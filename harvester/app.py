@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 # Held for the whole run on its own connection, so a killed run releases it.
 RUN_LOCK_KEY = 0x68617276_0002
+LOCK_LOST_MESSAGE = (
+    "the connection holding the run lock was closed, so another run could "
+    "start: this run stopped; run it again"
+)
 # Seconds between updates of a running run's counters in harvest_runs.
 RUN_COUNTS_INTERVAL_S = 5.0
 # Items tried by the first request before a 404 is taken as a wrong API path.
@@ -94,7 +98,7 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def run_lock(url: str) -> AsyncIterator[None]:
+async def run_lock(url: str, store: Store) -> AsyncIterator[None]:
     """Hold the database's run lock, or raise RunLockedError at once.
 
     If the lock's connection ends mid-run (a server restart, or an
@@ -110,6 +114,7 @@ async def run_lock(url: str) -> AsyncIterator[None]:
 
     def on_lock_lost(_: object) -> None:
         lost.append(True)
+        store.lock_lost = True
         if run is not None:
             run.cancel()
 
@@ -127,10 +132,7 @@ async def run_lock(url: str) -> AsyncIterator[None]:
             yield
         except asyncio.CancelledError:
             if lost:
-                raise StorageError(
-                    "the connection holding the run lock was closed, so another run "
-                    "could start: this run stopped; run it again"
-                ) from None
+                raise StorageError(LOCK_LOST_MESSAGE) from None
             raise
     finally:
         connection.remove_termination_listener(on_lock_lost)
@@ -143,7 +145,7 @@ async def open_run(settings: Settings) -> AsyncIterator[Store]:
     async with database_url(settings) as url:
         store = await Store.open(url, settings.database.pool_size)
         try:
-            async with run_lock(url):
+            async with run_lock(url, store):
                 abandoned = await store.close_abandoned_runs()
                 if abandoned:
                     logger.warning("marked %d runs that died as abandoned", abandoned)
@@ -321,7 +323,9 @@ async def execute(
         counting.cancel()
         error = first_error(group)
         stopped = isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
-        status = "interrupted" if stopped else "failed"
+        status = "interrupted" if stopped and not store.lock_lost else "failed"
+        if store.lock_lost:
+            error = StorageError(LOCK_LOST_MESSAGE)
         outcome = outcome_of(runner.totals, api.client, api.policy, status, str(error))
         try:
             await asyncio.shield(store.finish_run(run_id, outcome))

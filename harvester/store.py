@@ -228,6 +228,8 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
         self.url = url
+        # Set when the run lock's connection ends; the run then stops.
+        self.lock_lost = False
 
     def __repr__(self) -> str:
         return f"Store(url={mask_url(self.url)!r})"

@@ -69,6 +69,13 @@ async def test_lost_run_lock_stops_run(database_url: str) -> None:
             await run
 
     assert terminated == 1
+    connection = await asyncpg.connect(database_url)
+    try:
+        run_row = await connection.fetchrow("SELECT status, error FROM harvest_runs")
+    finally:
+        await connection.close()
+    assert run_row["status"] == "failed"
+    assert "run lock was closed" in run_row["error"]
 
 
 async def test_api_gone_midway_stops_run(database_url: str) -> None:
