@@ -16,6 +16,8 @@ from harvester.buckets import METRICS, Unit
 from harvester.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("harvester.toml")
+USER_PASSWORD = re.compile(r"(//[^:/@]*:)[^@]*@")
+PASSWORD_PARAMETER = re.compile(r"((?:ssl)?password\s*=\s*)[^\s&]+", re.I)
 ITEM_ID_PATTERN = re.compile(r"[A-Z]{3}[0-9]{1,15}")
 FIXED_OFFSET_PATTERN = re.compile(r"UTC([+-])([01][0-9]|2[0-3]):([0-5][0-9])")
 MULTI_ID_FORMS = ("guide", "plain", "prefixed")
@@ -39,7 +41,14 @@ def mask_url(url: str) -> str:
     Both places libpq and asyncpg take a password from are masked: the user
     info (`user:secret@host`) and the `password` query parameter.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or not parts.scheme:
+        # A malformed URL or a key=value connection string: mask by pattern.
+        masked = USER_PASSWORD.sub(r"\1***@", url)
+        return PASSWORD_PARAMETER.sub(r"\1***", masked)
     netloc = parts.netloc
     if "@" in netloc:
         user_info, host = netloc.rsplit("@", 1)
@@ -246,10 +255,18 @@ def build_api(table: dict[str, Any]) -> ApiSettings:
 
 
 def check_http_url(url: str, key: str) -> str:
-    if url and urlsplit(url).scheme not in ("http", "https"):
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (reading it validates the port)
+    except ValueError:
+        parts = urlsplit("invalid:")
+    scheme_ok = parts.scheme in ("http", "https")
+    if not scheme_ok or not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(
-            f"[api] {key} {url!r} is not an http(s) URL: "
-            "set it to the API's address, for example http://127.0.0.1:8080"
+            f"[api] {key} {url!r} is not a usable http(s) URL: set it to the "
+            "API's address without a query, for example http://127.0.0.1:8080"
         )
     return url
 
@@ -284,7 +301,10 @@ def build_database(table: dict[str, Any], base_dir: Path) -> DatabaseSettings:
 
 
 def check_database_url(url: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = urlsplit("invalid:")
     problem = ""
     if parts.scheme not in ("postgresql", "postgres"):
         problem = "is not a PostgreSQL URL"

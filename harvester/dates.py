@@ -6,6 +6,10 @@ from datetime import date, datetime, time, timedelta, tzinfo
 
 from harvester.errors import ConfigError
 
+# Classified contacts are a web-era record; this also keeps bucket arithmetic
+# far from the calendar's first day.
+EARLIEST_YEAR = 1990
+
 
 def parse_bound(text: str, zone: tzinfo, option: str, is_end: bool) -> datetime:
     """Parse `--from`/`--to`: a bare date is a whole day in `zone`, inclusive.
@@ -45,6 +49,11 @@ def parse_range(
 ) -> tuple[datetime, datetime]:
     """Return [start, end) of a backfill; raise ConfigError for an unusable range."""
     start = parse_bound(from_text, zone, "--from", is_end=False)
+    if start.year < EARLIEST_YEAR:
+        raise ConfigError(
+            f"--from {from_text} is before {EARLIEST_YEAR}: no listing has "
+            "contacts that old, so start the range later"
+        )
     end = parse_bound(to_text, zone, "--to", is_end=True)
     if end <= start:
         raise ConfigError(

@@ -543,3 +543,38 @@ def test_ids_file_with_byte_order_mark(tmp_path: Path) -> None:
     settings = load_settings(config, environ={})
 
     assert settings.item_ids == ("MLA1", "MLA2")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "host=127.0.0.1 port=5439 password=s3cret",
+        "postgresql://postgres:s3cret@[::1:5439/x",
+    ],
+)
+def test_mask_url_malformed_forms(url: str) -> None:
+    masked = mask_url(url)
+
+    assert "s3cret" not in masked
+    assert "***" in masked
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://[::1", "http://", "http://127.0.0.1:8080?x=1"]
+)
+def test_unusable_base_url_rejected(tmp_path: Path, base_url: str) -> None:
+    config = tmp_path / "harvester.toml"
+    config.write_text(f'[api]\nbase_url = "{base_url}"\n')
+
+    with pytest.raises(ConfigError, match="not a usable http"):
+        load_settings(config, environ={})
+
+
+def test_database_url_bad_ipv6_rejected(tmp_path: Path) -> None:
+    config = tmp_path / "harvester.toml"
+    config.write_text('[database]\nurl = "postgresql://u:s3cret@[::1:5439/x"\n')
+
+    with pytest.raises(ConfigError, match="not a PostgreSQL URL") as raised:
+        load_settings(config, environ={})
+
+    assert "s3cret" not in str(raised.value)

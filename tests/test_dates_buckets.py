@@ -446,3 +446,10 @@ async def test_limiter_pause_during_sleep() -> None:
 
     assert times == pytest.approx([53.0, 53.25])
     assert clock.sleeps == pytest.approx([0.25, 2.75, 0.25])
+
+
+def test_range_before_1990_rejected() -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+
+    with pytest.raises(ConfigError, match="before 1990"):
+        parse_range("0001-01-01", "0001-01-01", UTC, now)
