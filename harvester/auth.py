@@ -25,7 +25,7 @@ from harvester.store import LockedTokens, Store, TokenPair
 logger = logging.getLogger(__name__)
 
 # Refresh this long before the access token expires, so no request carries a
-# token that dies in flight; a tenth of the lifetime for short-lived tokens.
+# token that dies in flight. Short-lived tokens use a tenth of their lifetime.
 REFRESH_MARGIN = timedelta(minutes=5)
 # The expiry given to the config's access token: it is used until rejected.
 NO_KNOWN_EXPIRY = datetime(9999, 1, 1, tzinfo=UTC)
@@ -163,8 +163,8 @@ class OAuthTokens:
 
     async def _post_grant(self, refresh_token: str) -> TokenPair | None:
         # NOTE: if the API rotates the pair but its response is lost on the way,
-        # the retry sends a used refresh token and gets invalid_grant; no
-        # client can recover from that, and the account must be authorised again.
+        # the retry sends a used refresh token and gets invalid_grant. No client
+        # can recover from that, so the account must be authorised again.
         form = {
             "grant_type": "refresh_token",
             "client_id": self._settings.client_id,

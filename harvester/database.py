@@ -63,7 +63,7 @@ def session_settings(superuser: bool) -> dict[str, str]:
         # Plan at every execution: a plan cached while item_hourly was small
         # would scan the whole table once it is large.
         "plan_cache_mode": "force_custom_plan",
-        # Losing the last commits in a server crash is safe: each commit holds
+        # Losing the last commits in a server crash is safe: each commit carries
         # its own progress, so what is lost is fetched again by the next run.
         "synchronous_commit": "off",
     }

@@ -18,15 +18,15 @@ Sleep = Callable[[float], Awaitable[None]]
 # flight counts once.
 WINDOW_S = 2.0
 # Many 429s (more than this share of at least MIN_RESPONSES responses) mean the
-# rate is far above the API's limit: it drops to a little under what the API
+# rate is far above the API's limit, so it drops to a little under what the API
 # accepted. The rates are measured over at least MIN_SPAN_S.
 SEVERE_SHARE = 0.1
 MIN_RESPONSES = 10
 MIN_SPAN_S = 0.1
 BELOW_ACCEPTED = 0.95
 # A few 429s while requests go out at the full rate mean the limit was just
-# crossed: the rate steps down. While demand is below the rate, a stray 429
-# says nothing about the rate and is ignored.
+# crossed, so the rate steps down. While demand is below the rate, a stray 429
+# is not about the rate and is ignored.
 STEP_DOWN = 0.9
 RATE_BOUND_SHARE = 0.8
 # Without cuts the rate climbs back by this share of itself per second, up to
@@ -40,7 +40,8 @@ class RateLimiter:
 
     The rate starts at the configured maximum and drops when 429s show that
     the API's own limit, which is not published, is lower. `pause(seconds)`
-    holds every slot until then, so a server's Retry-After holds the whole run.
+    delays every slot until then, so a server's Retry-After applies to the
+    whole run.
     """
 
     def __init__(

@@ -162,7 +162,7 @@ def read_results(
     response's window are accepted; the caller keeps only the requested window.
     """
     reported: dict[int, int] = {}
-    # This loop runs once per bucket of every answer, so it avoids calls.
+    # This loop runs once per bucket of every response, so it avoids calls.
     known_labels = LABEL_INDEXES[unit]
     for row in results:
         if type(row) is not dict:
