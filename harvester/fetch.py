@@ -84,6 +84,8 @@ class BatchFetcher:
         return answer
 
     def _shrink(self, error: BatchTooLargeError, sent: int) -> None:
+        # NOTE: the learned limit lasts for this run only; the next run starts
+        # from [api] batch_size and learns it again.
         limit = min(error.max_ids or sent // 2, sent - 1)
         limit = max(1, limit)
         if limit < self.batch_size:
