@@ -321,18 +321,10 @@ async def execute(
         totals = await runner.run(streams)
     except BaseException as group:
         counting.cancel()
-        error = first_error(group)
-        stopped = isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
-        status = "interrupted" if stopped and not store.lock_lost else "failed"
-        if store.lock_lost:
-            error = StorageError(LOCK_LOST_MESSAGE)
-        outcome = outcome_of(runner.totals, api.client, api.policy, status, str(error))
-        try:
-            await asyncio.shield(store.finish_run(run_id, outcome))
-        except StorageError as storage_error:
-            logger.error("run %d could not be recorded: %s", run_id, storage_error)
+        error = await record_stop(store, run_id, runner, api, first_error(group))
         raise error from None
     counting.cancel()
+
     status = run_status(totals.failed_items, len(settings.item_ids))
     outcome = outcome_of(totals, api.client, api.policy, status, None)
     await store.finish_run(run_id, outcome)
@@ -350,6 +342,22 @@ async def execute(
     )
     logger.info("%s", report.summary())
     return report
+
+
+async def record_stop(
+    store: Store, run_id: int, runner: Runner, api: Api, error: BaseException
+) -> BaseException:
+    """Record a run that stopped early; return the error to raise for it."""
+    stopped = isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
+    status = "interrupted" if stopped and not store.lock_lost else "failed"
+    if store.lock_lost:
+        error = StorageError(LOCK_LOST_MESSAGE)
+    outcome = outcome_of(runner.totals, api.client, api.policy, status, str(error))
+    try:
+        await asyncio.shield(store.finish_run(run_id, outcome))
+    except StorageError as storage_error:
+        logger.error("run %d could not be recorded: %s", run_id, storage_error)
+    return error
 
 
 async def record_counts(store: Store, run_id: int, runner: Runner, api: Api) -> None:

@@ -31,7 +31,7 @@ class BatchFetcher:
         """Return totals of the ids that succeeded and a reason for each that failed.
 
         Raises RetryableApiError when the attempts run out for the whole batch,
-        WindowTooLargeError when the window asks for too many buckets, and
+        WindowTooLargeError when the window spans more buckets than the API allows, and
         AuthError when the credentials are rejected.
         """
         try:

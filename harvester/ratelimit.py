@@ -14,7 +14,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 # The limiter judges the API by what happened in the last WINDOW_S seconds and
-# changes the rate at most once per window, so a burst of 429s already in
+# lowers the rate at most once per window, so a burst of 429s already in
 # flight counts once.
 WINDOW_S = 2.0
 # Many 429s (more than this share of at least MIN_RESPONSES responses) mean the

@@ -78,14 +78,14 @@ def read_element(
 
 
 def reject_repeat(
-    item_id: str, earlier: object, later: object, answer: BatchResponse
+    item_id: str, earlier: object, later: object, response: BatchResponse
 ) -> None:
     """Raise unless an item appears once, or again with identical content.
 
     A prefixed multi-id request names its first id twice, in the path and in
     `ids`, and a server may return a series for both.
     """
-    seen = item_id in answer.totals or item_id in answer.failed
+    seen = item_id in response.totals or item_id in response.failed
     if seen and earlier != later:
         raise InvalidResponseError(
             f"response repeats item {item_id!r} with other values"

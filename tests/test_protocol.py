@@ -330,7 +330,7 @@ async def test_answer_single_object_accepted() -> None:
 
 
 async def test_answer_sparse_results() -> None:
-    # The answer covers FIRST + 1 .. FIRST + 3 and reports only FIRST + 2.
+    # The response covers FIRST + 1 .. FIRST + 3 and reports only FIRST + 2.
     sparse = series("MLA1", {FIRST + 2: 6}, first=FIRST + 1, end=FIRST + 4)
 
     async with running(lambda ids: json_result([sparse])) as harness:

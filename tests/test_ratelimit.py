@@ -27,7 +27,7 @@ def limiter(rate: float, time: FakeTime) -> RateLimiter:
 
 
 async def send(limiter: RateLimiter, time: FakeTime, answers: str) -> None:
-    """Send one request per character: `o` is answered, `x` is a 429."""
+    """Send one request per character: `o` gets a 200, `x` a 429."""
     for answer in answers:
         await limiter.acquire()
         if answer == "x":
@@ -44,7 +44,7 @@ async def test_many_429s_drop_to_accepted_rate() -> None:
     first_step = subject.rate_per_s
     await send(subject, time, "oooox" * 20)
 
-    # One in five answers is a 429: first a step down, then, two seconds
+    # One in five responses is a 429: first a step down, then, two seconds
     # later, a drop to just under the four fifths that were accepted.
     assert first_step == pytest.approx(45.0, rel=0.02)
     assert subject.rate_per_s == pytest.approx(0.8 * 45.0 * 0.95, rel=0.05)

@@ -92,5 +92,5 @@ def _cached_label(
 
 
 def _label(instant: datetime, window: Window, style: SeriesStyle) -> str:
-    # A multi-id answer labels the same buckets once per item.
+    # A multi-id response labels the same buckets once per item.
     return _cached_label(instant, window.unit, style.day_label, style.day_offset_hours)
